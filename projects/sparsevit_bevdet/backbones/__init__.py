@@ -1,0 +1,20 @@
+"""Image encoders: :class:`SparseViT` (registered as ``SparseViT`` for mmdet3d, mmdet and mmseg)."""
+from mmdet.registry import MODELS as MMDET_MODELS
+from mmdet3d.registry import MODELS as MMDET3D_MODELS
+from mmseg.registry import MODELS as MMSEG_MODELS
+
+from .sparsevit import (
+    SparseViT,
+    StageSearchSpace,
+    expand_group_ratios,
+    normalize_pruning_ratios,
+)
+from .weight_converters import convert_official_swin, convert_timm_swin, load_pretrained_swin
+
+for _registry in (MMDET3D_MODELS, MMDET_MODELS, MMSEG_MODELS):
+    _registry.register_module(module=SparseViT)
+
+__all__ = [
+    'SparseViT', 'StageSearchSpace', 'convert_official_swin', 'convert_timm_swin',
+    'expand_group_ratios', 'load_pretrained_swin', 'normalize_pruning_ratios',
+]

@@ -1,0 +1,796 @@
+"""SparseViT: Swin Transformer with window-level activation pruning (Chen et al., CVPR 2023).
+
+Every block runs at window level: LayerNorm, (shifted) window attention, both residuals and the
+FFN are computed on the tokens of a set of windows. A block with pruning ratio ``r`` computes only
+the ``int(nW * (1 - r))`` windows of each image with the largest activation norm; the tokens of the
+other windows pass through unchanged. With every ratio at 0 the model is exactly mmdet's
+``SwinTransformer`` and loads its state dict.
+
+Layout. Between blocks the feature map is kept as a flat ``(B * H * W, C)`` tensor in map order.
+Padding to window multiples, the cyclic shift and the window partition are a single
+``index_select`` with a precomputed token index (:class:`WindowGeometry`), so no padded or rolled
+copy of the map is ever built. Padded tokens are zero after the first LayerNorm, as in Swin; the
+residuals and the FFN run only on real tokens, so the dense path does not pay for padding.
+
+Reading order: helpers (ratios, geometry, window selection) -> attention -> FFN -> block ->
+stage -> patch embedding / merging -> model.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_activation_layer, build_norm_layer
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule, ModuleList
+from mmengine.model.weight_init import constant_init, trunc_normal_, trunc_normal_init
+from torch import Tensor, nn
+
+from .weight_converters import load_pretrained_swin
+
+RatioSpec = Union[float, Sequence[Sequence[float]]]
+
+ARCH_SETTINGS: dict[str, dict] = {
+    'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    'small': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    'base': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+    'large': dict(embed_dims=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
+}
+
+# Swin's value for attention between tokens that came from different regions after the shift.
+SHIFT_MASK_VALUE = -100.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Pruning ratios and the search space
+# ----------------------------------------------------------------------------------------------
+def normalize_pruning_ratios(ratios: RatioSpec, depths: Sequence[int]) -> list[list[float]]:
+    """Expand and validate a ratio spec into one float per block.
+
+    Args:
+        ratios: a float (the same ratio for every block) or one sequence per stage with one
+            ratio per block.
+        depths: number of blocks of each stage.
+
+    Raises:
+        ValueError: naming the stage, block and value for a ratio outside [0, 1), a wrong number
+            of stages or blocks, or ratios that decrease within a stage (the window ranking of a
+            stage is shared, so later blocks can only keep a prefix of it).
+    """
+    if isinstance(ratios, (int, float)):
+        ratios = [[float(ratios)] * d for d in depths]
+    if isinstance(ratios, (str, bytes)) or not isinstance(ratios, Sequence):
+        raise ValueError(f'pruning_ratios must be a float or one list per stage, got {ratios!r}')
+    if len(ratios) != len(depths):
+        raise ValueError(
+            f'pruning_ratios has {len(ratios)} stages, the model has {len(depths)} '
+            f'(depths={tuple(depths)})')
+    out: list[list[float]] = []
+    for stage, (stage_ratios, depth) in enumerate(zip(ratios, depths)):
+        if isinstance(stage_ratios, (int, float)) or not isinstance(stage_ratios, Sequence):
+            raise ValueError(
+                f'pruning_ratios[{stage}] must be a list of {depth} ratios, got {stage_ratios!r}')
+        if len(stage_ratios) != depth:
+            raise ValueError(
+                f'pruning_ratios[{stage}] has {len(stage_ratios)} ratios, stage {stage} has {depth} blocks')
+        stage_out = []
+        for block, value in enumerate(stage_ratios):
+            r = float(value)
+            if not (0.0 <= r < 1.0) or math.isnan(r):
+                raise ValueError(
+                    f'pruning ratio of stage {stage}, block {block} is {value!r}; expected 0 <= r < 1')
+            if stage_out and r < stage_out[-1]:
+                raise ValueError(
+                    f'pruning ratios must be non-decreasing within a stage: stage {stage}, block {block} '
+                    f'has {r} after {stage_out[-1]}')
+            stage_out.append(r)
+        out.append(stage_out)
+    return out
+
+
+@dataclass(frozen=True)
+class StageSearchSpace:
+    """Search-space description of one stage.
+
+    Attributes:
+        stage: stage index.
+        depth: number of blocks.
+        num_groups: independent ratios in the search (``depth // 2``); group ``g`` is the
+            W-MSA / SW-MSA pair of blocks ``2g`` and ``2g + 1`` and they share one ratio.
+        embed_dims: channels of the stage.
+        downsample_factor: stride of the stage's feature map w.r.t. the input image.
+    """
+
+    stage: int
+    depth: int
+    num_groups: int
+    embed_dims: int
+    downsample_factor: int
+
+    @property
+    def group_blocks(self) -> list[tuple[int, ...]]:
+        """The block indices of each group (an odd last block joins the last group)."""
+        groups = [tuple(range(2 * g, 2 * g + 2)) for g in range(self.num_groups)]
+        if self.depth % 2 and groups:
+            groups[-1] = (*groups[-1], self.depth - 1)
+        elif self.depth % 2:
+            groups = [(0,)]
+        return groups
+
+
+def expand_group_ratios(space: Sequence[StageSearchSpace],
+                        group_ratios: Sequence[Sequence[float]]) -> list[list[float]]:
+    """Turn one ratio per search group into one ratio per block (the backbone's format)."""
+    if len(group_ratios) != len(space):
+        raise ValueError(f'expected group ratios for {len(space)} stages, got {len(group_ratios)}')
+    blocks: list[list[float]] = []
+    for stage, ratios in zip(space, group_ratios):
+        groups = stage.group_blocks
+        if len(ratios) != len(groups):
+            raise ValueError(
+                f'stage {stage.stage} has {len(groups)} ratio groups, got {len(ratios)} ratios')
+        per_block = [0.0] * stage.depth
+        for ratio, members in zip(ratios, groups):
+            for b in members:
+                per_block[b] = float(ratio)
+        blocks.append(per_block)
+    return blocks
+
+
+# ----------------------------------------------------------------------------------------------
+# Window geometry and selection
+# ----------------------------------------------------------------------------------------------
+class WindowGeometry:
+    """Index maps between a ``(H, W)`` token map and its (padded, shifted) windows.
+
+    Attributes:
+        token_index: ``(nW, N)`` long, row of each window token in the flat ``H * W`` map, or -1
+            where the token is padding. Padding is at the bottom/right and the shift is the
+            cyclic roll by ``-shift`` that Swin applies, so this equals Swin's
+            pad -> roll -> window_partition.
+        pattern_id: ``(nW,)`` long, which shift-mask pattern each window uses.
+        pattern_masks: ``(P, N, N)`` float, Swin's shift mask per pattern (0 or -100).
+        has_padding: whether any window holds padded tokens.
+    """
+
+    def __init__(self, height: int, width: int, window_size: int, shift: int,
+                 device: torch.device) -> None:
+        ws = window_size
+        self.height, self.width, self.window_size, self.shift = height, width, ws, shift
+        hp, wp = math.ceil(height / ws) * ws, math.ceil(width / ws) * ws
+        self.num_windows = (hp // ws) * (wp // ws)
+        self.tokens_per_window = ws * ws
+        # coordinates in the rolled padded map, window-major: (nWh, nWw, ws, ws)
+        ry = torch.arange(hp).view(hp // ws, 1, ws, 1)
+        rx = torch.arange(wp).view(1, wp // ws, 1, ws)
+        py, px = (ry + shift) % hp, (rx + shift) % wp  # position before the roll by -shift
+        valid = (py < height) & (px < width)
+        index = torch.where(valid, py * width + px, torch.full_like(py * px, -1))
+        self.token_index = index.reshape(self.num_windows, ws * ws).to(device)
+        self.has_padding = bool((~valid).any())
+
+        if shift > 0:
+            # Swin labels 3 x 3 regions of the rolled padded map; tokens of different regions
+            # must not attend to each other.
+            def region(coord: Tensor, size: int) -> Tensor:
+                return (coord >= size - ws).long() + (coord >= size - shift).long()
+
+            label = (region(ry, hp) * 3 + region(rx, wp)).reshape(self.num_windows, ws * ws).float()
+            masks = label[:, None, :] - label[:, :, None]
+            masks = masks.masked_fill(masks != 0, SHIFT_MASK_VALUE)
+            patterns, pattern_id = torch.unique(masks.flatten(1), dim=0, return_inverse=True)
+            self.pattern_masks = patterns.view(-1, ws * ws, ws * ws).to(device)
+            self.pattern_id = pattern_id.to(device)
+        else:
+            self.pattern_masks = torch.zeros(1, ws * ws, ws * ws, device=device)
+            self.pattern_id = torch.zeros(self.num_windows, dtype=torch.long, device=device)
+        self.num_patterns = self.pattern_masks.shape[0]
+        self._dense_plans: dict[int, WindowPlan] = {}
+
+    def window_importance(self, importance: Tensor) -> Tensor:
+        """Score windows by the L2 norm of their tokens' importance.
+
+        Args:
+            importance: ``(B, H * W)`` per-token importance.
+
+        Returns:
+            ``(B, nW)`` window scores; padded tokens count as zero.
+        """
+        tokens = importance[:, self.token_index.clamp(min=0)]  # (B, nW, N)
+        if self.has_padding:
+            tokens = tokens.masked_fill(self.token_index < 0, 0.0)
+        return tokens.norm(dim=-1)
+
+    def plan(self, batch_size: int, kept_windows: Optional[Tensor]) -> WindowPlan:
+        """Index plan for computing the given windows (all windows if ``kept_windows`` is None).
+
+        Args:
+            batch_size: images in the batch.
+            kept_windows: ``(B * k,)`` global window ids ``b * nW + w``.
+        """
+        if kept_windows is None:
+            if batch_size not in self._dense_plans:
+                every = torch.arange(batch_size * self.num_windows, device=self.token_index.device)
+                self._dense_plans[batch_size] = self._build_plan(every, dense=True)
+            return self._dense_plans[batch_size]
+        return self._build_plan(kept_windows, dense=False)
+
+    def _build_plan(self, windows: Tensor, dense: bool) -> WindowPlan:
+        nw, hw = self.num_windows, self.height * self.width
+        local = windows % nw
+        pattern = self.pattern_id[local]
+        if self.num_patterns > 1:
+            # group windows by shift-mask pattern so attention runs once per pattern with a
+            # broadcast bias instead of a per-window bias tensor
+            order = torch.argsort(pattern, stable=True)
+            windows, local, pattern = windows[order], local[order], pattern[order]
+        counts = torch.bincount(pattern, minlength=self.num_patterns).tolist()
+        index = self.token_index[local]  # (K, N)
+        pad = (index < 0).flatten()
+        src = (index + (windows // nw * hw)[:, None]).flatten()
+        pad_mask = pad[:, None] if self.has_padding else None
+        slots = torch.arange(src.numel(), device=src.device)
+        if dense:
+            # computed rows are the whole map, in map order
+            row_slots = torch.empty(windows.numel() // nw * hw, dtype=torch.long, device=src.device)
+            row_slots[src[~pad]] = slots[~pad]
+            return WindowPlan(None, src.clamp(min=0), row_slots, pad_mask, counts)
+        if not self.has_padding:
+            return WindowPlan(src, slots, slots, None, counts)
+        row_slots = slots[~pad]
+        slot_rows = (torch.cumsum(~pad, 0) - 1).clamp(min=0)  # slot -> position among real tokens
+        return WindowPlan(src[row_slots], slot_rows, row_slots, pad_mask, counts)
+
+
+@dataclass
+class WindowPlan:
+    """Which tokens a block computes and where they sit in the window tensor.
+
+    A block computes ``M`` real tokens ("rows") of the ``(B * H * W, C)`` map and ``K`` windows of
+    ``N`` slots each (padded slots included).
+
+    Attributes:
+        rows: ``(M,)`` map rows to compute; None means every row, in map order (dense).
+        slot_rows: ``(K * N,)`` for each window slot, its index among the computed rows
+            (padded slots point at 0 and are overwritten through ``pad_mask``).
+        row_slots: ``(M,)`` for each computed row, its window slot.
+        pad_mask: ``(K * N, 1)`` bool, True for padded slots; None when there is no padding.
+        group_counts: windows per shift-mask pattern, in window order.
+    """
+
+    rows: Optional[Tensor]
+    slot_rows: Tensor
+    row_slots: Tensor
+    pad_mask: Optional[Tensor]
+    group_counts: list[int]
+
+
+def token_importance(x: Tensor, batch_size: int) -> Tensor:
+    """Per-token importance: mean of ``|x|`` over channels. ``(B*H*W, C) -> (B, H*W)``."""
+    return x.detach().abs().mean(dim=-1).view(batch_size, -1)
+
+
+def rank_windows(scores: Tensor) -> Tensor:
+    """``(B, nW)`` scores -> ``(B, nW)`` window ids of each image, highest score first."""
+    return torch.argsort(scores, dim=1, descending=True, stable=True)
+
+
+def keep_indices(ranking: Tensor, ratio: float) -> Optional[Tensor]:
+    """Global ids ``b * nW + w`` of the ``int(nW * (1 - ratio))`` top windows of each image.
+
+    Returns None when every window is kept (the dense path).
+    """
+    batch_size, num_windows = ranking.shape
+    k = int(num_windows * (1 - ratio))
+    if k >= num_windows:
+        return None
+    kept = ranking[:, :k].sort(dim=1).values  # ascending ids: gathers read memory in order
+    return (kept + torch.arange(batch_size, device=ranking.device)[:, None] * num_windows).flatten()
+
+
+def drop_path_per_image(x: Tensor, image_of_token: Tensor, batch_size: int, drop_prob: float,
+                        training: bool) -> Tensor:
+    """Stochastic depth with one draw per image, for tokens of several images mixed in one tensor."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep = 1.0 - drop_prob
+    scale = x.new_empty(batch_size).bernoulli_(keep).div_(keep)
+    return x * scale[image_of_token][:, None]
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention and FFN on window tokens
+# ----------------------------------------------------------------------------------------------
+class WindowMSA(nn.Module):
+    """Window multi-head self-attention with relative position bias (mmdet's parameter names).
+
+    Args:
+        embed_dims: channels C.
+        num_heads: attention heads.
+        window_size: window side ``ws``; windows hold ``N = ws * ws`` tokens.
+        qkv_bias: learnable bias for q, k, v.
+        qk_scale: overrides ``head_dims ** -0.5``.
+        attn_drop_rate: dropout on attention weights.
+        proj_drop_rate: dropout after the output projection.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, window_size: int, qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, attn_drop_rate: float = 0.0,
+                 proj_drop_rate: float = 0.0) -> None:
+        super().__init__()
+        if embed_dims % num_heads:
+            raise ValueError(f'embed_dims={embed_dims} is not divisible by num_heads={num_heads}')
+        self.embed_dims, self.num_heads, self.window_size = embed_dims, num_heads, window_size
+        self.scale = qk_scale or (embed_dims // num_heads) ** -0.5
+        self.attn_drop_rate = attn_drop_rate
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        # same values and layout as mmdet's WindowMSA buffer, so state dicts match exactly
+        row = torch.arange(0, (2 * window_size - 1) * window_size, 2 * window_size - 1)
+        seq = (row[:, None] + torch.arange(window_size)[None, :]).reshape(1, -1)
+        self.register_buffer('relative_position_index', (seq + seq.T).flip(1).contiguous())
+        self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.proj_drop = nn.Dropout(proj_drop_rate)
+
+    def init_weights(self) -> None:
+        trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def relative_position_bias(self) -> Tensor:
+        """``(heads, N, N)`` bias gathered from the table."""
+        n = self.window_size ** 2
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        return bias.view(n, n, -1).permute(2, 0, 1)
+
+    def padding_qkv(self) -> Tensor:
+        """q, k, v of a padded token: Swin zeroes padding after norm1, so only the bias is left."""
+        if self.qkv.bias is not None:
+            return self.qkv.bias
+        return self.qkv.weight.new_zeros(3 * self.embed_dims)
+
+    def forward(self, qkv: Tensor, group_counts: Sequence[int], pattern_masks: Tensor) -> Tensor:
+        """Attention within each window, before the output projection.
+
+        The q/k/v projection is applied by the block to real tokens only; padded slots carry
+        :meth:`padding_qkv`.
+
+        Args:
+            qkv: ``(K, N, 3C)`` projected window tokens, windows grouped by shift-mask pattern.
+            group_counts: windows of each pattern, in order (sums to K).
+            pattern_masks: ``(P, N, N)`` additive shift mask of each pattern.
+
+        Returns:
+            ``(K * N, C)`` attention output (apply :attr:`proj` next).
+        """
+        num_windows, n, c3 = qkv.shape
+        heads, c = self.num_heads, c3 // 3
+        q, k, v = qkv.view(num_windows, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = (self.relative_position_bias()[None] + pattern_masks[:, None]).to(q.dtype)
+        dropout = self.attn_drop_rate if self.training else 0.0
+        groups = [(p, cnt) for p, cnt in enumerate(group_counts) if cnt]
+        if len(groups) == 1:
+            p = groups[0][0]
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[p:p + 1], dropout_p=dropout,
+                                               scale=self.scale)
+            return o.transpose(1, 2).reshape(num_windows * n, c)  # free: SDPA returns (K, N, h, d) memory
+        out = qkv.new_empty(num_windows, n, heads, c // heads)
+        start = 0
+        for p, count in groups:
+            end = start + count
+            out[start:end] = F.scaled_dot_product_attention(
+                q[start:end], k[start:end], v[start:end], attn_mask=bias[p:p + 1],
+                dropout_p=dropout, scale=self.scale).transpose(1, 2)
+            start = end
+        return out.view(num_windows * n, c)
+
+
+class ShiftWindowMSA(nn.Module):
+    """Holds the window attention of a block (named as mmdet's, so ``attn.w_msa.*`` keys match).
+
+    Args:
+        shift_size: cyclic shift of SW-MSA blocks (0 for W-MSA).
+        other args: see :class:`WindowMSA`.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, window_size: int, shift_size: int = 0,
+                 qkv_bias: bool = True, qk_scale: Optional[float] = None,
+                 attn_drop_rate: float = 0.0, proj_drop_rate: float = 0.0) -> None:
+        super().__init__()
+        if not 0 <= shift_size < window_size:
+            raise ValueError(f'shift_size={shift_size} must be in [0, window_size={window_size})')
+        self.window_size, self.shift_size = window_size, shift_size
+        self.w_msa = WindowMSA(embed_dims, num_heads, window_size, qkv_bias, qk_scale,
+                               attn_drop_rate, proj_drop_rate)
+
+    def forward(self, qkv: Tensor, group_counts: Sequence[int], pattern_masks: Tensor) -> Tensor:
+        """``(K, N, 3C)`` projected windows -> ``(K * N, C)``, see :meth:`WindowMSA.forward`."""
+        return self.w_msa(qkv, group_counts, pattern_masks)
+
+
+class FFN(nn.Module):
+    """Two-layer MLP on tokens (mmcv FFN's parameter names: ``layers.0.0``, ``layers.1``)."""
+
+    def __init__(self, embed_dims: int, feedforward_channels: int, act_cfg: dict,
+                 drop_rate: float = 0.0) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Sequential(nn.Linear(embed_dims, feedforward_channels),
+                          build_activation_layer(act_cfg), nn.Dropout(drop_rate)),
+            nn.Linear(feedforward_channels, embed_dims), nn.Dropout(drop_rate))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(M, C) -> (M, C)``."""
+        return self.layers(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Block and stage
+# ----------------------------------------------------------------------------------------------
+class SparseSwinBlock(nn.Module):
+    """Swin block that computes a subset of windows and passes the others through unchanged.
+
+    Args:
+        embed_dims: channels C.
+        num_heads: attention heads.
+        feedforward_channels: hidden channels of the FFN.
+        window_size: window side.
+        shift: True for SW-MSA blocks (shift by ``window_size // 2``).
+        drop_path_rate: stochastic depth of both residual branches (one draw per image).
+        with_cp: gradient checkpointing of the block in training.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, feedforward_channels: int,
+                 window_size: int = 7, shift: bool = False, qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 act_cfg: Optional[dict] = None, norm_cfg: Optional[dict] = None,
+                 with_cp: bool = False) -> None:
+        super().__init__()
+        norm_cfg = norm_cfg or dict(type='LN')
+        self.with_cp = with_cp
+        self.drop_path_rate = drop_path_rate
+        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.attn = ShiftWindowMSA(embed_dims, num_heads, window_size,
+                                   window_size // 2 if shift else 0, qkv_bias, qk_scale,
+                                   attn_drop_rate, drop_rate)
+        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.ffn = FFN(embed_dims, feedforward_channels, act_cfg or dict(type='GELU'), drop_rate)
+
+    @property
+    def shift_size(self) -> int:
+        return self.attn.shift_size
+
+    def forward(self, x: Tensor, geometry: WindowGeometry, batch_size: int,
+                kept_windows: Optional[Tensor] = None) -> Tensor:
+        """Run the block on the kept windows (all windows when ``kept_windows`` is None).
+
+        Args:
+            x: ``(B * H * W, C)`` flat token map.
+            geometry: window geometry of this block's map size and shift.
+            batch_size: B.
+            kept_windows: ``(B * k,)`` global ids of the windows to compute.
+
+        Returns:
+            ``(B * H * W, C)``; rows of pruned windows are the input rows.
+        """
+        plan = geometry.plan(batch_size, kept_windows)
+        if plan.slot_rows.numel() == 0:
+            return x
+        if self.with_cp and self.training and x.requires_grad:
+            return cp.checkpoint(self._forward, x, plan, geometry, batch_size, use_reentrant=False)
+        return self._forward(x, plan, geometry, batch_size)
+
+    def _forward(self, x: Tensor, plan: WindowPlan, geometry: WindowGeometry,
+                 batch_size: int) -> Tensor:
+        n, c = geometry.tokens_per_window, x.shape[1]
+        w_msa = self.attn.w_msa
+        dense = plan.rows is None
+        rows = x if dense else x.index_select(0, plan.rows)  # (M, C) real tokens to compute
+        # norm1 and the q/k/v projection on real tokens only, then one gather into windows
+        qkv = w_msa.qkv(self.norm1(rows)).index_select(0, plan.slot_rows)
+        if plan.pad_mask is not None:
+            qkv = torch.where(plan.pad_mask, w_msa.padding_qkv().to(qkv.dtype), qkv)
+        attn = self.attn(qkv.view(-1, n, 3 * c), plan.group_counts, geometry.pattern_masks)
+        attn = w_msa.proj_drop(w_msa.proj(attn.index_select(0, plan.row_slots)))  # back to rows
+        image_of_token = None
+        if self._drops():
+            hw = geometry.height * geometry.width
+            image_of_token = (torch.arange(rows.shape[0], device=x.device) if dense else plan.rows) // hw
+        y = rows + self._drop_path(attn, image_of_token, batch_size)
+        y = y + self._drop_path(self.ffn(self.norm2(y)), image_of_token, batch_size)
+        if dense:
+            return y
+        if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
+            return x.index_copy(0, plan.rows, y)
+        return x.index_copy_(0, plan.rows, y)  # inference: write the computed rows in place
+
+    def _drops(self) -> bool:
+        return self.training and self.drop_path_rate > 0
+
+    def _drop_path(self, x: Tensor, image_of_token: Optional[Tensor], batch_size: int) -> Tensor:
+        if image_of_token is None:
+            return x
+        return drop_path_per_image(x, image_of_token, batch_size, self.drop_path_rate, True)
+
+
+class PatchMerging(nn.Module):
+    """2x2 patch merging with mmdet's channel order (that of ``nn.Unfold``) and corner padding.
+
+    ``(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), out_channels)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, norm_cfg: Optional[dict]) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.norm = build_norm_layer(norm_cfg, 4 * in_channels)[1] if norm_cfg else None
+        self.reduction = nn.Linear(4 * in_channels, out_channels, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, h, w, c = x.shape
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+            h, w = h + h % 2, w + w % 2
+        # unfold order: channel-major, then (row, col) inside the 2x2 patch
+        x = x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 5, 2, 4).reshape(b, h // 2, w // 2, 4 * c)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.reduction(x)
+
+
+class SparseSwinStage(BaseModule):
+    """A stage of SparseViT blocks (alternating W-MSA / SW-MSA) and an optional patch merging.
+
+    The window ranking is made once per stage, from the input of the first block whose ratio is
+    > 0, once for unshifted and once for shifted windows; each block keeps a prefix of it.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, feedforward_channels: int, depth: int,
+                 window_size: int, qkv_bias: bool, qk_scale: Optional[float], drop_rate: float,
+                 attn_drop_rate: float, drop_path_rates: Sequence[float],
+                 downsample: Optional[PatchMerging], act_cfg: dict, norm_cfg: dict,
+                 with_cp: bool) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.blocks = ModuleList([
+            SparseSwinBlock(embed_dims, num_heads, feedforward_channels, window_size, i % 2 == 1,
+                            qkv_bias, qk_scale, drop_rate, attn_drop_rate, drop_path_rates[i],
+                            act_cfg, norm_cfg, with_cp) for i in range(depth)
+        ])
+        self.downsample = downsample
+        self.pruning_ratios: list[float] = [0.0] * depth
+        self._geometries: dict[tuple, WindowGeometry] = {}
+
+    def geometry(self, height: int, width: int, shift: int, device: torch.device) -> WindowGeometry:
+        key = (height, width, shift, device)
+        if key not in self._geometries:
+            self._geometries[key] = WindowGeometry(height, width, self.window_size, shift, device)
+        return self._geometries[key]
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, H, W, C)`` -> (stage output ``(B, H, W, C)``, downsampled map or the output)."""
+        b, h, w, c = x.shape
+        flat = x.reshape(b * h * w, c)
+        rankings: dict[int, Tensor] = {}
+        for block, ratio in zip(self.blocks, self.pruning_ratios):
+            geometry = self.geometry(h, w, block.shift_size, x.device)
+            kept = None
+            if ratio > 0:
+                if not rankings:
+                    importance = token_importance(flat, b)
+                    for shift in {blk.shift_size for blk in self.blocks}:
+                        g = self.geometry(h, w, shift, x.device)
+                        rankings[shift] = rank_windows(g.window_importance(importance))
+                kept = keep_indices(rankings[block.shift_size], ratio)
+            flat = block(flat, geometry, b, kept)
+        out = flat.view(b, h, w, c)
+        return out, (self.downsample(out) if self.downsample is not None else out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch embedding with corner padding: ``(B, 3, H, W) -> (B, H/p, W/p, C)``."""
+
+    def __init__(self, in_channels: int, embed_dims: int, patch_size: int,
+                 norm_cfg: Optional[dict]) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.projection = nn.Conv2d(in_channels, embed_dims, patch_size, patch_size)
+        self.norm = build_norm_layer(norm_cfg, embed_dims)[1] if norm_cfg else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = self.patch_size
+        pad_h, pad_w = -x.shape[2] % p, -x.shape[3] % p
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = self.projection(x).permute(0, 2, 3, 1)
+        return self.norm(x) if self.norm is not None else x.contiguous()
+
+
+class SparseViT(BaseModule):
+    """Swin Transformer with window-level activation pruning.
+
+    Accepts mmdet ``SwinTransformer``'s arguments (same names and defaults) and loads its state
+    dict. Extra arguments:
+
+    Args:
+        arch: 'tiny' | 'small' | 'base' | 'large' shortcut for embed_dims / depths / num_heads
+            (explicit values of those arguments are overridden by the arch).
+        pruning_ratios: a float for every block, or one list per stage with one ratio per block,
+            e.g. ``[[.3, .3], [0, 0], [.1, .1, .2, .2, .2, .2], [0, 0]]``. Ratios must be in
+            [0, 1) and non-decreasing within a stage.
+
+    Public API used by the search and the adaptation hook: :meth:`set_pruning_ratios`,
+    :attr:`pruning_ratios`, :meth:`search_space`.
+
+    Forward: ``(B, in_channels, H, W)`` -> list of ``(B, C_i, H_i, W_i)`` for ``out_indices``.
+    """
+
+    def __init__(self,
+                 pretrain_img_size: Union[int, tuple[int, int]] = 224,
+                 in_channels: int = 3,
+                 embed_dims: int = 96,
+                 patch_size: int = 4,
+                 window_size: int = 7,
+                 mlp_ratio: float = 4,
+                 depths: Sequence[int] = (2, 2, 6, 2),
+                 num_heads: Sequence[int] = (3, 6, 12, 24),
+                 strides: Sequence[int] = (4, 2, 2, 2),
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None,
+                 patch_norm: bool = True,
+                 drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.1,
+                 use_abs_pos_embed: bool = False,
+                 act_cfg: Optional[dict] = None,
+                 norm_cfg: Optional[dict] = None,
+                 with_cp: bool = False,
+                 pretrained: Optional[str] = None,
+                 convert_weights: bool = False,
+                 frozen_stages: int = -1,
+                 init_cfg: Optional[dict] = None,
+                 arch: Optional[str] = None,
+                 pruning_ratios: RatioSpec = 0.0) -> None:
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError('init_cfg and pretrained cannot be specified at the same time')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        super().__init__(init_cfg=init_cfg)
+        if arch is not None:
+            if arch not in ARCH_SETTINGS:
+                raise ValueError(f'unknown arch {arch!r}; expected one of {sorted(ARCH_SETTINGS)}')
+            embed_dims, depths, num_heads = ARCH_SETTINGS[arch].values()
+        if len(depths) != len(num_heads) or len(strides) != len(depths):
+            raise ValueError(f'depths {tuple(depths)}, num_heads {tuple(num_heads)} and strides '
+                             f'{tuple(strides)} must have one entry per stage')
+        if strides[0] != patch_size:
+            raise ValueError(f'strides[0]={strides[0]} must equal patch_size={patch_size} '
+                             '(non-overlapping patch embedding)')
+        if any(s != 2 for s in strides[1:]):
+            raise NotImplementedError(f'patch merging with strides {tuple(strides[1:])}: only 2 is supported')
+        bad = [i for i in out_indices if not 0 <= i < len(depths)]
+        if bad:
+            raise ValueError(f'out_indices {tuple(out_indices)} has indices outside 0..{len(depths) - 1}')
+        norm_cfg = norm_cfg or dict(type='LN')
+        act_cfg = act_cfg or dict(type='GELU')
+        self.depths = tuple(depths)
+        self.out_indices = tuple(out_indices)
+        self.frozen_stages = frozen_stages
+        self.convert_weights = convert_weights
+        self.use_abs_pos_embed = use_abs_pos_embed
+        self.patch_size = patch_size
+        self.window_size = window_size
+
+        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size,
+                                      norm_cfg if patch_norm else None)
+        if use_abs_pos_embed:
+            size = (pretrain_img_size, pretrain_img_size) if isinstance(pretrain_img_size, int) \
+                else tuple(pretrain_img_size)
+            self.pretrain_grid = (size[0] // patch_size, size[1] // patch_size)
+            self.absolute_pos_embed = nn.Parameter(
+                torch.zeros(1, self.pretrain_grid[0] * self.pretrain_grid[1], embed_dims))
+        self.drop_after_pos = nn.Dropout(p=drop_rate)
+
+        dpr = [r.item() for r in torch.linspace(0, drop_path_rate, sum(depths))]
+        self.stages = ModuleList()
+        self.num_features = [int(embed_dims * 2 ** i) for i in range(len(depths))]
+        for i, depth in enumerate(depths):
+            channels = self.num_features[i]
+            downsample = None
+            if i < len(depths) - 1:
+                downsample = PatchMerging(channels, 2 * channels, norm_cfg if patch_norm else None)
+            self.stages.append(SparseSwinStage(
+                channels, num_heads[i], int(mlp_ratio * channels), depth, window_size, qkv_bias,
+                qk_scale, drop_rate, attn_drop_rate, dpr[sum(depths[:i]):sum(depths[:i + 1])],
+                downsample, act_cfg, norm_cfg, with_cp))
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', build_norm_layer(norm_cfg, self.num_features[i])[1])
+        self.set_pruning_ratios(pruning_ratios)
+
+    # -- public API ---------------------------------------------------------------------------
+    @property
+    def pruning_ratios(self) -> list[list[float]]:
+        """Current per-block pruning ratios, one list per stage (a copy)."""
+        return [list(stage.pruning_ratios) for stage in self.stages]
+
+    def set_pruning_ratios(self, ratios: RatioSpec) -> None:
+        """Change the pruning ratios without rebuilding (a float, or one list per stage)."""
+        for stage, stage_ratios in zip(self.stages, normalize_pruning_ratios(ratios, self.depths)):
+            stage.pruning_ratios = stage_ratios
+
+    def search_space(self) -> list[StageSearchSpace]:
+        """Per stage: depth, ``depth // 2`` ratio groups (W-MSA/SW-MSA pairs), channels, stride."""
+        return [
+            StageSearchSpace(i, d, d // 2, self.num_features[i], self.patch_size * 2 ** i)
+            for i, d in enumerate(self.depths)
+        ]
+
+    # -- mmengine hooks -----------------------------------------------------------------------
+    def train(self, mode: bool = True) -> SparseViT:
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages >= 0:
+            self.patch_embed.eval()
+            for p in self.patch_embed.parameters():
+                p.requires_grad = False
+            if self.use_abs_pos_embed:
+                self.absolute_pos_embed.requires_grad = False
+            self.drop_after_pos.eval()
+        for i in range(1, self.frozen_stages + 1):
+            modules = [self.stages[i - 1]]
+            if i - 1 in self.out_indices:
+                modules.append(getattr(self, f'norm{i - 1}'))
+            for m in modules:
+                m.eval()
+                for p in m.parameters():
+                    p.requires_grad = False
+
+    def init_weights(self) -> None:
+        logger = MMLogger.get_current_instance()
+        if self.init_cfg is None:
+            logger.warning(f'No pre-trained weights for {type(self).__name__}, training from scratch')
+            if self.use_abs_pos_embed:
+                trunc_normal_(self.absolute_pos_embed, std=0.02)
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    trunc_normal_init(m, std=0.02, bias=0.0)
+                elif isinstance(m, nn.LayerNorm):
+                    constant_init(m, 1.0)
+                elif isinstance(m, WindowMSA):
+                    m.init_weights()
+            return
+        if self.init_cfg.get('type') != 'Pretrained' or 'checkpoint' not in self.init_cfg:
+            raise ValueError(f"{type(self).__name__} supports only init_cfg=dict(type='Pretrained', "
+                             f'checkpoint=...), got {self.init_cfg}')
+        load_pretrained_swin(self, self.init_cfg['checkpoint'], convert_official=self.convert_weights,
+                             logger=logger)
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """``(B, C_in, H, W)`` -> feature maps ``(B, C_i, H_i, W_i)`` for ``out_indices``."""
+        x = self.patch_embed(x)
+        if self.use_abs_pos_embed:
+            b, h, w, c = x.shape
+            if (h, w) != self.pretrain_grid:
+                raise ValueError(f'absolute position embedding was built for a {self.pretrain_grid} '
+                                 f'patch grid, the input gives {(h, w)}')
+            x = (x.view(b, h * w, c) + self.absolute_pos_embed).view(b, h, w, c)
+        x = self.drop_after_pos(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            out, x = stage(x)
+            if i in self.out_indices:
+                out = getattr(self, f'norm{i}')(out)
+                outs.append(out.permute(0, 3, 1, 2).contiguous())
+        return outs

@@ -1,0 +1,329 @@
+"""SparseViT against mmdet's SwinTransformer and against a slow reference of the pruning rule."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmdet.models.backbones import SwinTransformer
+
+from projects.sparsevit_bevdet.backbones import (
+    SparseViT,
+    convert_official_swin,
+    convert_timm_swin,
+    expand_group_ratios,
+)
+from projects.sparsevit_bevdet.backbones.sparsevit import WindowGeometry
+
+SMALL = dict(embed_dims=24, depths=(2, 2, 4, 2), num_heads=(1, 2, 3, 4), window_size=7,
+             drop_path_rate=0.0)
+
+
+@pytest.fixture(scope='module')
+def mmdet_swin() -> SwinTransformer:
+    torch.manual_seed(0)
+    model = SwinTransformer(**SMALL)
+    model.init_weights()
+    # non-trivial LayerNorm affine and bias tables, so a wrong mapping cannot hide
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if 'norm' in name or 'relative_position_bias_table' in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.eval()
+    return model
+
+
+def make_sparsevit(mmdet_swin: SwinTransformer, **kwargs) -> SparseViT:
+    model = SparseViT(**SMALL, **kwargs)
+    model.load_state_dict(mmdet_swin.state_dict(), strict=True)
+    model.eval()
+    return model
+
+
+def random_ratios(depths, rng: random.Random) -> list[list[float]]:
+    return [sorted(rng.choice([0.0, 0.1, 0.3, 0.5, 0.7, 0.9]) for _ in range(d)) for d in depths]
+
+
+# -- slow reference: compute every window with mmdet's blocks, then restore the pruned ones ----
+def reference_keep_mask(x: torch.Tensor, ratio: float, window_size: int, shift: int) -> torch.Tensor:
+    """(B, H, W, C) block input -> (B, H, W) bool, True where the token's window is computed."""
+    b, h, w, _ = x.shape
+    ws = window_size
+    imp = x.abs().mean(-1, keepdim=True)  # (B, H, W, 1)
+    pad_b, pad_r = -h % ws, -w % ws
+    imp = F.pad(imp, (0, 0, 0, pad_r, 0, pad_b))
+    hp, wp = h + pad_b, w + pad_r
+    if shift:
+        imp = torch.roll(imp, (-shift, -shift), dims=(1, 2))
+    windows = imp.view(b, hp // ws, ws, wp // ws, ws).permute(0, 1, 3, 2, 4).reshape(b, -1, ws * ws)
+    scores = windows.norm(dim=-1)
+    n_windows = scores.shape[1]
+    k = int(n_windows * (1 - ratio))
+    keep = torch.zeros_like(scores, dtype=torch.bool)
+    keep.scatter_(1, scores.topk(k, dim=1).indices, True)
+    tokens = keep[:, :, None].expand(-1, -1, ws * ws).reshape(b, hp // ws, wp // ws, ws, ws)
+    tokens = tokens.permute(0, 1, 3, 2, 4).reshape(b, hp, wp)
+    if shift:
+        tokens = torch.roll(tokens, (shift, shift), dims=(1, 2))
+    return tokens[:, :h, :w]
+
+
+def reference_forward(model: SwinTransformer, x: torch.Tensor, ratios: list[list[float]]):
+    """mmdet's Swin with SparseViT's selection rule applied by restoring pruned tokens."""
+    x, hw = model.patch_embed(x)
+    outs = []
+    for i, stage in enumerate(model.stages):
+        importance_source = None
+        for block, ratio in zip(stage.blocks, ratios[i]):
+            b = x.shape[0]
+            if ratio > 0 and importance_source is None:
+                importance_source = x.view(b, *hw, -1).clone()
+            y = block(x, hw)
+            if ratio > 0:
+                keep = reference_keep_mask(importance_source, ratio, block.attn.window_size,
+                                           block.attn.shift_size).reshape(b, -1, 1)
+                y = torch.where(keep, y, x)
+            x = y
+        out, out_hw = x, hw
+        if stage.downsample:
+            x, hw = stage.downsample(x, hw)
+        if i in model.out_indices:
+            out = getattr(model, f'norm{i}')(out)
+            outs.append(out.view(-1, *out_hw, out.shape[-1]).permute(0, 3, 1, 2))
+    return outs
+
+
+# -- equivalence at ratio 0 -------------------------------------------------------------------
+@pytest.mark.parametrize('shape', [(1, 3, 224, 224), (2, 3, 224, 224), (2, 3, 100, 150), (1, 3, 61, 97)])
+def test_dense_equals_mmdet_swin(mmdet_swin, shape):
+    torch.manual_seed(1)
+    x = torch.randn(shape)
+    model = make_sparsevit(mmdet_swin)
+    with torch.no_grad():
+        expected = mmdet_swin(x)
+        got = model(x)
+    assert len(got) == len(expected) == 4
+    for e, g in zip(expected, got):
+        assert g.shape == e.shape
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_state_dict_round_trip(mmdet_swin):
+    model = make_sparsevit(mmdet_swin)
+    ours, theirs = model.state_dict(), mmdet_swin.state_dict()
+    assert list(ours) == list(theirs)
+    for k in ours:
+        assert ours[k].shape == theirs[k].shape, k
+    fresh = SwinTransformer(**SMALL)
+    fresh.load_state_dict(ours, strict=True)
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, theirs[k]), k
+
+
+def test_fresh_model_buffers_match_mmdet(mmdet_swin):
+    model = SparseViT(**SMALL)
+    for k, v in model.state_dict().items():
+        if k.endswith('relative_position_index'):
+            assert torch.equal(v, mmdet_swin.state_dict()[k]), k
+
+
+# -- pruning against the reference -------------------------------------------------------------
+@pytest.mark.parametrize('seed', [0, 1, 2])
+@pytest.mark.parametrize('shape', [(2, 3, 224, 224), (2, 3, 100, 150)])
+def test_sparse_matches_slow_reference(mmdet_swin, seed, shape):
+    rng = random.Random(seed)
+    ratios = random_ratios(SMALL['depths'], rng)
+    torch.manual_seed(seed)
+    x = torch.randn(shape)
+    model = make_sparsevit(mmdet_swin, pruning_ratios=ratios)
+    with torch.no_grad():
+        expected = reference_forward(mmdet_swin, x, ratios)
+        got = model(x)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_uniform_ratio_changes_output_but_not_shapes(mmdet_swin):
+    x = torch.randn(1, 3, 224, 224)
+    model = make_sparsevit(mmdet_swin)
+    with torch.no_grad():
+        dense = model(x)
+        model.set_pruning_ratios(0.6)
+        sparse = model(x)
+    assert [d.shape for d in dense] == [s.shape for s in sparse]
+    assert not torch.allclose(dense[-1], sparse[-1])
+
+
+@pytest.mark.parametrize('shift', [0, 3])
+def test_pruned_windows_pass_through_bit_identical(mmdet_swin, shift):
+    model = make_sparsevit(mmdet_swin)
+    block = model.stages[0].blocks[1 if shift else 0]
+    b, h, w, c = 2, 20, 30, SMALL['embed_dims']
+    x = torch.randn(b * h * w, c)
+    geometry = WindowGeometry(h, w, 7, shift, x.device)
+    kept = torch.tensor([0, 2, 5, geometry.num_windows + 1, geometry.num_windows + 3])
+    with torch.no_grad():
+        y = block(x.clone(), geometry, b, kept)
+    computed = torch.zeros(b * h * w, dtype=torch.bool)
+    for gid in kept.tolist():
+        rows = geometry.token_index[gid % geometry.num_windows]
+        rows = rows[rows >= 0] + (gid // geometry.num_windows) * h * w
+        computed[rows] = True
+    assert torch.equal(y[~computed], x[~computed])
+    assert not torch.allclose(y[computed], x[computed])
+
+
+def test_geometry_equals_pad_roll_partition():
+    h, w, ws, shift = 11, 16, 7, 3
+    grid = torch.arange(h * w, dtype=torch.float32).view(1, h, w, 1) + 1
+    padded = torch.roll(F.pad(grid, (0, 0, 0, -w % ws, 0, -h % ws)), (-shift, -shift), dims=(1, 2))
+    hp, wp = padded.shape[1:3]
+    windows = padded.view(hp // ws, ws, wp // ws, ws).permute(0, 2, 1, 3).reshape(-1, ws * ws)
+    geometry = WindowGeometry(h, w, ws, shift, torch.device('cpu'))
+    expected = windows.long() - 1  # padding (0) -> -1, tokens -> their flat index
+    assert torch.equal(geometry.token_index, expected)
+
+
+# -- training ------------------------------------------------------------------------------------
+@pytest.mark.parametrize('with_cp', [False, True])
+def test_gradients_flow_with_pruning(mmdet_swin, with_cp):
+    # the last stage has a single window here, which a ratio > 0 would prune entirely
+    ratios = [[0.5, 0.5], [0.5, 0.5], [0.5] * 4, [0.0, 0.0]]
+    model = SparseViT(**{**SMALL, 'drop_path_rate': 0.1}, with_cp=with_cp, pruning_ratios=ratios)
+    model.load_state_dict(mmdet_swin.state_dict())
+    model.train()
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 100, 150, requires_grad=True)
+    loss = sum(o.square().mean() for o in model(x))
+    loss.backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_with_cp_gives_same_gradients(mmdet_swin):
+    grads = []
+    for with_cp in (False, True):
+        model = make_sparsevit(mmdet_swin, with_cp=with_cp, pruning_ratios=0.4).train()
+        x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+        sum(o.sum() for o in model(x)).backward()
+        grads.append(model.stages[1].blocks[1].attn.w_msa.qkv.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_train_returns_self_and_freezes(mmdet_swin):
+    model = SparseViT(**SMALL, frozen_stages=1)
+    assert model.train() is model
+    assert not any(p.requires_grad for p in model.stages[0].parameters())
+    assert not model.stages[0].training and model.stages[1].training
+
+
+# -- ratios API --------------------------------------------------------------------------------
+def test_ratio_formats_and_property():
+    model = SparseViT(**SMALL, pruning_ratios=0.3)
+    assert model.pruning_ratios == [[0.3] * d for d in SMALL['depths']]
+    ratios = [[0.1, 0.2], [0, 0], [0, 0.1, 0.1, 0.5], [0.2, 0.2]]
+    model.set_pruning_ratios(ratios)
+    assert model.pruning_ratios == [[float(r) for r in s] for s in ratios]
+
+
+@pytest.mark.parametrize('ratios, message', [
+    ([[0, 0], [0, 0], [0, 0, 0, 0]], '3 stages'),
+    ([[0, 0], [0, 0], [0, 0, 0], [0, 0]], 'pruning_ratios[2] has 3 ratios'),
+    ([[0, 0], [0, 1.0], [0, 0, 0, 0], [0, 0]], 'stage 1, block 1 is 1.0'),
+    ([[0, -0.1], [0, 0], [0, 0, 0, 0], [0, 0]], 'stage 0, block 1 is -0.1'),
+    ([[0, 0], [0, 0], [0.2, 0.4, 0.3, 0.5], [0, 0]], 'stage 2, block 2 has 0.3 after 0.4'),
+    (1.5, 'stage 0, block 0 is 1.5'),
+    ('0.2', 'must be a float or one list per stage'),
+])
+def test_invalid_ratios_raise(ratios, message):
+    model = SparseViT(**SMALL)
+    with pytest.raises(ValueError) as err:
+        model.set_pruning_ratios(ratios)
+    assert message in str(err.value)
+
+
+def test_search_space_and_group_expansion():
+    model = SparseViT(arch='tiny')
+    space = model.search_space()
+    assert [(s.depth, s.num_groups) for s in space] == [(2, 1), (2, 1), (6, 3), (2, 1)]
+    assert [s.embed_dims for s in space] == [96, 192, 384, 768]
+    assert space[2].group_blocks == [(0, 1), (2, 3), (4, 5)]
+    blocks = expand_group_ratios(space, [[0.1], [0.0], [0.2, 0.3, 0.4], [0.5]])
+    assert blocks == [[0.1, 0.1], [0.0, 0.0], [0.2, 0.2, 0.3, 0.3, 0.4, 0.4], [0.5, 0.5]]
+    model.set_pruning_ratios(blocks)
+
+
+def test_arch_shortcut():
+    model = SparseViT(arch='small')
+    assert model.depths == (2, 2, 18, 2) and model.num_features == [96, 192, 384, 768]
+    with pytest.raises(ValueError, match='unknown arch'):
+        SparseViT(arch='huge')
+
+
+# -- registries and checkpoints -----------------------------------------------------------------
+@pytest.mark.parametrize('registry', ['mmdet3d', 'mmdet', 'mmseg'])
+def test_registered_in_all_three(registry):
+    import importlib
+
+    models = importlib.import_module(f'{registry}.registry').MODELS
+    model = models.build(dict(type='SparseViT', **SMALL, pruning_ratios=0.2))
+    assert isinstance(model, SparseViT)
+
+
+def _to_official(state_dict: dict) -> dict:
+    """Inverse of convert_official_swin, written independently for the test."""
+    inverse = [0, 2, 1, 3]  # the permutation is its own inverse
+    out = {}
+    for k, v in state_dict.items():
+        if k.endswith('relative_position_index'):
+            continue
+        nk = k.replace('stages.', 'layers.', 1).replace('attn.w_msa.', 'attn.')
+        nk = nk.replace('ffn.layers.0.0.', 'mlp.fc1.').replace('ffn.layers.1.', 'mlp.fc2.')
+        nk = nk.replace('patch_embed.projection.', 'patch_embed.proj.')
+        if 'downsample.reduction' in k:
+            o, i = v.shape
+            v = v.reshape(o, i // 4, 4)[:, :, inverse].transpose(1, 2).reshape(o, i)
+        elif 'downsample.norm' in k:
+            v = v.reshape(-1, 4)[:, inverse].transpose(0, 1).reshape(-1)
+        out[nk] = v
+    out['head.weight'] = torch.zeros(10, 4)
+    return out
+
+
+def test_official_and_timm_converters(mmdet_swin):
+    ours = {k: v for k, v in mmdet_swin.state_dict().items() if not k.endswith('relative_position_index')}
+    official = _to_official(ours)
+    converted = convert_official_swin(official)
+    assert set(converted) == set(ours)
+    for k in ours:
+        assert torch.equal(converted[k], ours[k]), k
+    timm = {}
+    for k, v in official.items():
+        if '.downsample.' in k:
+            i = int(k.split('.')[1])
+            k = k.replace(f'layers.{i}.', f'layers.{i + 1}.', 1)
+        timm[k] = v
+    converted = convert_timm_swin(timm)
+    for k in ours:
+        assert torch.equal(converted[k], ours[k]), k
+
+
+def test_pretrained_init_cfg_loads_and_reports(mmdet_swin, tmp_path, caplog):
+    official = _to_official(mmdet_swin.state_dict())
+    official['norm.weight'] = torch.ones(192)
+    path = tmp_path / 'swin_official.pth'
+    torch.save({'model': official}, path)
+    model = SparseViT(**SMALL, convert_weights=True, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    for k, v in mmdet_swin.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+
+    mmdet_ckpt = tmp_path / 'mmdet_format.pth'
+    partial = {f'backbone.{k}': v for k, v in mmdet_swin.state_dict().items() if not k.startswith('norm3')}
+    torch.save({'state_dict': partial}, mmdet_ckpt)
+    from projects.sparsevit_bevdet.backbones import load_pretrained_swin
+
+    missing, unexpected = load_pretrained_swin(SparseViT(**SMALL), str(mmdet_ckpt))
+    assert missing == ['norm3.weight', 'norm3.bias'] and unexpected == []

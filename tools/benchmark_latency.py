@@ -1,0 +1,287 @@
+"""Latency of SparseViT at several uniform pruning ratios against mmdet's dense SwinTransformer.
+
+All variants share the same weights and are timed interleaved in one process (round-robin, a
+shuffled order each round), so slow drift of the machine affects them alike; the table reports
+medians and the spread (25th-75th percentile). Ratios are the point: compare them within one run.
+
+Examples::
+
+    python tools/benchmark_latency.py --arch tiny --shape 6 3 256 704 --threads 2 \\
+        --json work_dirs/bench/latency_cpu.json --plot work_dirs/bench/latency_cpu.png
+    python tools/benchmark_latency.py --device cuda --dtype float16 --repeats 50
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+DENSE = 'mmdet SwinTransformer'
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--arch', default='tiny', choices=['tiny', 'small', 'base', 'large'])
+    parser.add_argument('--window-size', type=int, default=7)
+    parser.add_argument('--shape', type=int, nargs=4, default=[6, 3, 256, 704], metavar=('B', 'C', 'H', 'W'))
+    parser.add_argument('--ratios', type=float, nargs='+', default=[0.0, 0.2, 0.4, 0.6, 0.8])
+    parser.add_argument('--out-indices', type=int, nargs='+', default=[2, 3],
+                        help='stages whose outputs are returned (BEVDet uses 2 3)')
+    parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'],
+                        help='auto: CPU, and CUDA too when present')
+    parser.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'],
+                        help='CUDA only; CPU always runs float32')
+    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads')
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=7, help='timed rounds (each runs every variant once)')
+    parser.add_argument('--no-mmdet', action='store_true', help="skip mmdet's dense Swin")
+    parser.add_argument('--memory', action='store_true',
+                        help='also measure peak memory of one forward per variant (CPU: a subprocess each)')
+    parser.add_argument('--json', type=Path, help='write the table as JSON here')
+    parser.add_argument('--plot', type=Path, help='write a PNG of latency vs sparsity here')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--_memory-child', dest='memory_child', default=None, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def build_models(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    from mmdet.models.backbones import SwinTransformer
+
+    from projects.sparsevit_bevdet.backbones import SparseViT
+    from projects.sparsevit_bevdet.backbones.sparsevit import ARCH_SETTINGS
+
+    torch.manual_seed(args.seed)
+    common = dict(ARCH_SETTINGS[args.arch], window_size=args.window_size, drop_path_rate=0.0,
+                  out_indices=tuple(args.out_indices))
+    sparse = SparseViT(**common)
+    sparse.init_weights()
+    sparse.eval()
+    dense = None
+    if not args.no_mmdet:
+        dense = SwinTransformer(**common)
+        dense.load_state_dict(sparse.state_dict(), strict=True)
+        dense.eval()  # on its own line: mmdet's SwinTransformer.train() returns None
+    return sparse, dense
+
+
+def variants(args: argparse.Namespace) -> list[str]:
+    names = [f'SparseViT r={r:.2f}' for r in args.ratios]
+    return names if args.no_mmdet else [*names, DENSE]
+
+
+def run_variant(name: str, sparse, dense, x: torch.Tensor) -> None:
+    if name == DENSE:
+        dense(x)
+    else:
+        sparse.set_pruning_ratios(float(name.split('=')[1]))
+        sparse(x)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def time_device(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    from mmengine.utils import ProgressBar
+
+    from projects.sparsevit_bevdet.backbones.complexity import sparsevit_macs
+
+    sparse, dense = build_models(args)
+    dtype = getattr(torch, args.dtype) if device.type == 'cuda' else torch.float32
+    sparse.to(device=device, dtype=dtype)
+    if dense is not None:
+        dense.to(device=device, dtype=dtype)
+    x = torch.randn(*args.shape, device=device, dtype=dtype)
+    names = variants(args)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    rng = random.Random(args.seed)
+    print(f'[{device.type}] warm-up {args.warmup} + {args.repeats} interleaved rounds of {len(names)} variants')
+    bar = ProgressBar(args.warmup + args.repeats)
+    with torch.inference_mode():
+        for round_idx in range(args.warmup + args.repeats):
+            order = names[:]
+            rng.shuffle(order)
+            for name in order:
+                sync(device)
+                start = time.perf_counter()
+                run_variant(name, sparse, dense, x)
+                sync(device)
+                if round_idx >= args.warmup:
+                    times[name].append(time.perf_counter() - start)
+            bar.update()
+    print()
+    rows = []
+    dense_ref = None
+    for name in names:
+        t = torch.tensor(times[name])
+        row = dict(device=device.type, variant=name, dtype=str(dtype).replace('torch.', ''),
+                   median_ms=1e3 * t.median().item(), p25_ms=1e3 * t.quantile(0.25).item(),
+                   p75_ms=1e3 * t.quantile(0.75).item(), runs=len(times[name]))
+        if name == DENSE:
+            sparse.set_pruning_ratios(0.0)
+            row['ratio'] = 0.0
+        else:
+            row['ratio'] = float(name.split('=')[1])
+            sparse.set_pruning_ratios(row['ratio'])
+        row['gmacs'] = sparsevit_macs(sparse, tuple(args.shape)) / 1e9
+        rows.append(row)
+        if name == 'SparseViT r=0.00':
+            dense_ref = row['median_ms']
+    mmdet_ms = next((r['median_ms'] for r in rows if r['variant'] == DENSE), None)
+    for row in rows:
+        row['vs_sparsevit_r0'] = row['median_ms'] / dense_ref if dense_ref else None
+        row['vs_mmdet'] = row['median_ms'] / mmdet_ms if mmdet_ms else None
+    if args.memory:
+        for row in rows:
+            row['peak_mem_mb'] = measure_memory(args, device, row['variant'])
+    return rows
+
+
+def measure_memory(args: argparse.Namespace, device: torch.device, name: str) -> float:
+    """Peak memory of one forward above what is held before it, in MiB."""
+    if device.type == 'cuda':
+        sparse, dense = build_models(args)
+        dtype = getattr(torch, args.dtype)
+        sparse.to(device=device, dtype=dtype)
+        if dense is not None:
+            dense.to(device=device, dtype=dtype)
+        x = torch.randn(*args.shape, device=device, dtype=dtype)
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        with torch.inference_mode():
+            run_variant(name, sparse, dense, x)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+    # CPU: a fresh process per variant, high-water RSS of the forward above the RSS before it
+    cmd = [sys.executable, __file__, '--_memory-child', name, '--arch', args.arch,
+           '--window-size', str(args.window_size), '--threads', str(args.threads),
+           '--shape', *map(str, args.shape), '--out-indices', *map(str, args.out_indices)]
+    if args.no_mmdet:
+        cmd.append('--no-mmdet')
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    sparse, dense = build_models(args)
+    x = torch.randn(*args.shape)
+    with torch.inference_mode():
+        run_variant(args.memory_child, sparse, dense, torch.randn(1, 3, 64, 64))  # load kernels
+        with open('/proc/self/statm') as f:
+            rss_before = int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+        run_variant(args.memory_child, sparse, dense, x)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print((peak - rss_before) / 2 ** 20)
+
+
+def print_table(rows: list[dict]) -> None:
+    has_mem = any('peak_mem_mb' in r for r in rows)
+    header = (f"{'device':6} {'variant':22} {'dtype':8} {'median ms':>10} {'p25-p75 ms':>16} {'GMACs':>8} "
+              f"{'vs r=0':>7} {'vs mmdet':>8}" + (f" {'peak MiB':>9}" if has_mem else ''))
+    print(header)
+    print('-' * len(header))
+    for r in rows:
+        def ratio(v):
+            return f'{v:7.3f}' if v is not None else '      -'
+        line = (f"{r['device']:6} {r['variant']:22} {r['dtype']:8} {r['median_ms']:10.1f} "
+                f"{r['p25_ms']:7.1f}-{r['p75_ms']:<8.1f} {r['gmacs']:8.1f} {ratio(r['vs_sparsevit_r0'])} "
+                f"{ratio(r['vs_mmdet']):>8}")
+        if has_mem:
+            line += f" {r.get('peak_mem_mb', float('nan')):9.0f}"
+        print(line)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix='.tmp')
+    with os.fdopen(fd, 'w') as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, path)
+
+
+def write_plot(path: Path, rows: list[dict], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for device in sorted({r['device'] for r in rows}):
+        sparse = [r for r in rows if r['device'] == device and r['variant'] != DENSE]
+        xs = [100 * r['ratio'] for r in sparse]
+        spread = [[r['median_ms'] - r['p25_ms'] for r in sparse], [r['p75_ms'] - r['median_ms'] for r in sparse]]
+        ax.errorbar(xs, [r['median_ms'] for r in sparse], yerr=spread, marker='o', capsize=3,
+                    label=f'SparseViT ({device})')
+        base = sparse[0]
+        ax.plot(xs, [base['median_ms'] * r['gmacs'] / base['gmacs'] for r in sparse], ':', color='gray',
+                label=f'MAC-proportional ({device})')
+        mm = [r for r in rows if r['device'] == device and r['variant'] == DENSE]
+        if mm:
+            ax.axhline(mm[0]['median_ms'], linestyle='--', color='tab:red', label=f'mmdet Swin dense ({device})')
+    ax.set_xlabel('uniform window sparsity (%)')
+    ax.set_ylabel('latency (ms, median)')
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix='.png')
+    os.close(fd)
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    if args.memory_child:
+        memory_child(args)
+        return
+    import projects.sparsevit_bevdet  # noqa: F401  (registers modules)
+
+    devices = [torch.device('cpu')]
+    if args.device == 'cuda' or (args.device == 'auto' and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            sys.exit('--device cuda requested but torch.cuda.is_available() is False')
+        devices = [torch.device('cuda')] if args.device == 'cuda' else [*devices, torch.device('cuda')]
+    rows = []
+    for device in devices:
+        rows += time_device(args, device)
+    title = (f'Swin-{args.arch[0].upper()} window {args.window_size}, input {"x".join(map(str, args.shape))}, '
+             f'{args.threads} CPU threads, torch {torch.__version__}')
+    print(title)
+    print_table(rows)
+    payload = dict(title=title, args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                   torch=torch.__version__, cpu=_cpu_name(), rows=rows)
+    if args.json:
+        write_json(args.json, payload)
+        print(f'wrote {args.json}')
+    if args.plot:
+        write_plot(args.plot, rows, title)
+        print(f'wrote {args.plot}')
+
+
+def _cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        return 'unknown'
+
+
+if __name__ == '__main__':
+    main()

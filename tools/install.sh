@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Creates .venv (if missing) and installs what is missing of the stack, then this package
+# in editable mode. Idempotent: a second run checks imports and returns in seconds.
+#
+# Environment overrides (no file needs editing):
+#   PYTHON=python3.11          interpreter used to create .venv
+#   VENV=.venv                 where the virtual environment lives
+#   TORCH_SPEC="torch==2.13.0" pip requirement for torch; set it to your CUDA build
+#                              (e.g. TORCH_SPEC="torch==2.1.2 --index-url ...") or to
+#                              "skip" to keep the torch already in the venv
+#   SKIP_MMCV_BUILD=1          keep the mmcv already installed in the venv (e.g. a CUDA
+#                              build from OpenMMLab's wheel index); it must provide mmcv.ops
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3.11}"
+VENV="${VENV:-.venv}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+SKIP_MMCV_BUILD="${SKIP_MMCV_BUILD:-0}"
+CONSTRAINTS="$ROOT/requirements/stack.txt"
+MMCV_VERSION="2.1.0"
+
+say() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
+die() { printf '\033[31m[install] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+command -v "$PYTHON" >/dev/null 2>&1 || die "interpreter '$PYTHON' not found; set PYTHON=/path/to/python3.11"
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+    say "creating $VENV with $("$PYTHON" --version)"
+    "$PYTHON" -m venv "$VENV"
+fi
+PY="$ROOT/$VENV/bin/python"
+PIP=(pip_quiet install -q -c "$CONSTRAINTS")
+
+# pip, minus the harmless notes some machines' pip config prints about missing local indexes
+pip_quiet() {
+    "$PY" -m pip --disable-pip-version-check "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+}
+
+has() { "$PY" -c "$1" >/dev/null 2>&1; }
+
+# 1. build tooling: mmcv's setup.py imports pkg_resources, which setuptools>=70 dropped.
+if ! has "import setuptools, wheel, sys; v = tuple(int(x) for x in setuptools.__version__.split('.')[:1]); sys.exit(v[0] >= 70)"; then
+    say "installing build tooling (setuptools<70, wheel)"
+    "${PIP[@]}" setuptools wheel
+fi
+
+# 2. torch
+if [[ "$TORCH_SPEC" == "skip" ]]; then
+    has "import torch" || die "TORCH_SPEC=skip but torch is not importable in $VENV"
+elif ! has "import torch"; then
+    say "installing $TORCH_SPEC"
+    # shellcheck disable=SC2086
+    "${PIP[@]}" $TORCH_SPEC
+fi
+
+# 3. mmcv with compiled ops
+if [[ "$SKIP_MMCV_BUILD" == "1" ]]; then
+    has "import mmcv.ops" || die "SKIP_MMCV_BUILD=1 but 'import mmcv.ops' fails in $VENV; install your mmcv build first"
+elif ! has "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_VERSION')"; then
+    command -v gcc >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1 \
+        || die "mmcv $MMCV_VERSION is built from source and needs gcc and g++ (apt-get install build-essential)"
+    has "import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" \
+        || die "Python headers (Python.h) are missing; install python3-dev for $PYTHON"
+    # torch may have pulled a newer setuptools: restore the pin mmcv's setup.py needs
+    "${PIP[@]}" setuptools wheel mmengine
+    say "building mmcv $MMCV_VERSION with CPU ops (about 6 minutes on 2 cores; cached by pip afterwards)"
+    log="$(mktemp -t mmcv-build.XXXXXX.log)"
+    start=$SECONDS
+    ( MMCV_WITH_OPS=1 FORCE_CUDA="${FORCE_CUDA:-0}" MAX_JOBS="${MAX_JOBS:-2}" \
+        "$PY" -m pip install --disable-pip-version-check -v --no-build-isolation \
+        -c "$CONSTRAINTS" "mmcv==$MMCV_VERSION" >"$log" 2>&1 ) &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 20
+        step=$(grep -oE '^\s*\[[0-9]+/[0-9]+\]' "$log" 2>/dev/null | tail -n 1 | tr -d ' []' || true)
+        say "  mmcv build: $((SECONDS - start)) s elapsed, compiled ${step:-0/?} sources (log: $log)"
+    done
+    wait "$pid" || { tail -n 40 "$log" >&2; die "mmcv build failed; full log in $log"; }
+    has "import mmcv.ops" || die "mmcv installed but 'import mmcv.ops' fails; see $log"
+    say "mmcv built in $((SECONDS - start)) s"
+fi
+
+# 4. the OpenMMLab stack and evaluation tools
+if ! has "import mmdet, mmdet3d, mmseg, nuscenes, pycocotools, lyft_dataset_sdk, numba, pytest, ruff"; then
+    say "installing mmdet, mmdet3d, mmseg, nuscenes-devkit and tools"
+    "${PIP[@]}" mmengine mmdet numpy nuscenes-devkit pycocotools shapely pyquaternion \
+        numba trimesh plyfile networkx scikit-image tensorboard ftfy regex prettytable \
+        opencv-python matplotlib scipy cachetools fire scikit-learn pandas pytest ruff
+    # mmdet3d pins open3d (not needed on CPU) and lyft_dataset_sdk pulls linters we do not
+    # need, so both (and mmseg) go in without their declared dependencies; the ones they
+    # import are installed above.
+    "${PIP[@]}" --no-deps mmdet3d mmsegmentation lyft_dataset_sdk
+fi
+
+# 5. this package
+if ! has "import importlib.metadata as m; m.version('sparsevit-bevdet')"; then
+    say "installing sparsevit-bevdet (editable)"
+    "${PIP[@]}" --no-deps --no-build-isolation -e .
+fi
+
+"$PY" - <<'PY'
+import mmcv, mmdet, mmdet3d, mmengine, mmseg, torch
+import mmcv.ops  # noqa: F401  compiled ops are required by mmdet3d.structures
+print(f"[install] ready: torch {torch.__version__}, mmcv {mmcv.__version__}, mmengine {mmengine.__version__}, "
+      f"mmdet {mmdet.__version__}, mmdet3d {mmdet3d.__version__}, mmseg {mmseg.__version__}")
+PY

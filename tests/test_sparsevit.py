@@ -212,6 +212,19 @@ def test_with_cp_gives_same_gradients(mmdet_swin):
     torch.testing.assert_close(grads[0], grads[1])
 
 
+@pytest.mark.parametrize('ratio', [0.0, 0.5])
+def test_autocast_bfloat16(mmdet_swin, ratio):
+    model = make_sparsevit(mmdet_swin, pruning_ratios=ratio)
+    x = torch.randn(1, 3, 100, 150)
+    with torch.no_grad():
+        full = model(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            half = model(x)
+    for f, h in zip(full, half):
+        assert h.shape == f.shape and torch.isfinite(h).all()
+        assert (h.float() - f).abs().mean() < 0.1 * f.abs().mean()
+
+
 def test_train_returns_self_and_freezes(mmdet_swin):
     model = SparseViT(**SMALL, frozen_stages=1)
     assert model.train() is model
@@ -327,3 +340,22 @@ def test_pretrained_init_cfg_loads_and_reports(mmdet_swin, tmp_path, caplog):
 
     missing, unexpected = load_pretrained_swin(SparseViT(**SMALL), str(mmdet_ckpt))
     assert missing == ['norm3.weight', 'norm3.bias'] and unexpected == []
+
+
+def test_convert_cli_writes_loadable_checkpoint(mmdet_swin, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    src, dst = tmp_path / 'official.pth', tmp_path / 'converted.pth'
+    torch.save({'model': _to_official(mmdet_swin.state_dict())}, src)
+    subprocess.run([sys.executable, str(root / 'tools/convert_swin_weights.py'), str(src), str(dst),
+                    '--format', 'official'], check=True, cwd=tmp_path, capture_output=True)
+    model = SparseViT(**SMALL, init_cfg=dict(type='Pretrained', checkpoint=str(dst)))
+    model.init_weights()
+    for k, v in mmdet_swin.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    bad = subprocess.run([sys.executable, str(root / 'tools/convert_swin_weights.py'), str(tmp_path / 'nope.pth'),
+                          str(dst), '--format', 'timm'], cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode != 0 and 'nope.pth does not exist' in bad.stderr

@@ -505,6 +505,9 @@ class SparseSwinBlock(nn.Module):
         y = y + self._drop_path(self.ffn(self.norm2(y)), image_of_token, batch_size)
         if dense:
             return y
+        if y.dtype != x.dtype:  # under autocast the residual stream may have been promoted
+            x = x.to(torch.promote_types(x.dtype, y.dtype))
+            y = y.to(x.dtype)
         if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
             return x.index_copy(0, plan.rows, y)
         return x.index_copy_(0, plan.rows, y)  # inference: write the computed rows in place

@@ -359,3 +359,27 @@ def test_convert_cli_writes_loadable_checkpoint(mmdet_swin, tmp_path):
     bad = subprocess.run([sys.executable, str(root / 'tools/convert_swin_weights.py'), str(tmp_path / 'nope.pth'),
                           str(dst), '--format', 'timm'], cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode != 0 and 'nope.pth does not exist' in bad.stderr
+
+
+def test_keep_mask_matches_what_the_first_block_computes(mmdet_swin):
+    from projects.sparsevit_bevdet.backbones.visualize import first_stage_keep_mask
+
+    model = make_sparsevit(mmdet_swin)
+    images = torch.randn(2, 3, 96, 136)
+    assert first_stage_keep_mask(model, images, 0.0).all()
+    mask = first_stage_keep_mask(model, images, 0.5)
+    assert mask.shape == (2, 96, 136)
+    # the first block of stage 0 at ratio 0.5 changes exactly the tokens under the mask
+    model.set_pruning_ratios([[0.5, 0.5], [0, 0], [0] * 4, [0, 0]])
+    with torch.no_grad():
+        x = model.patch_embed(images)
+        b, h, w, c = x.shape
+        stage = model.stages[0]
+        before = x.reshape(-1, c).clone()
+        from projects.sparsevit_bevdet.backbones.sparsevit import keep_indices, rank_windows, token_importance
+
+        geometry = stage.geometry(h, w, 0, x.device)
+        ranking = rank_windows(geometry.window_importance(token_importance(before, b)))
+        after = stage.blocks[0](before.clone(), geometry, b, keep_indices(ranking, 0.5))
+    changed = (after != before).any(-1).view(b, h, w)
+    assert torch.equal(changed, mask[:, ::4, ::4])

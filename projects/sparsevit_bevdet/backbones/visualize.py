@@ -1,0 +1,71 @@
+"""Which windows SparseViT computes: per-pixel masks and an overlay figure."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .sparsevit import SparseViT, keep_indices, rank_windows, token_importance
+
+
+@torch.no_grad()
+def first_stage_keep_mask(model: SparseViT, images: Tensor, ratio: float) -> Tensor:
+    """Tokens of stage 0 computed by an unshifted block with ``ratio``, as an image-size mask.
+
+    Args:
+        model: the backbone (its weights decide the activations, hence the ranking).
+        images: ``(B, 3, H, W)`` normalised images.
+        ratio: pruning ratio of the block.
+
+    Returns:
+        ``(B, H, W)`` bool, True where the pixel's window is computed.
+    """
+    x = model.patch_embed(images)
+    b, h, w, c = x.shape
+    stage = model.stages[0]
+    geometry = stage.geometry(h, w, 0, x.device)
+    ranking = rank_windows(geometry.window_importance(token_importance(x.reshape(-1, c), b)))
+    kept = keep_indices(ranking, ratio)
+    computed = torch.ones(b * h * w, dtype=torch.bool, device=x.device)
+    if kept is not None:
+        computed.zero_()
+        index = geometry.token_index[kept % geometry.num_windows]
+        rows = index + (kept // geometry.num_windows * h * w)[:, None]
+        computed[rows[index >= 0]] = True
+    mask = computed.view(b, 1, h, w).float()
+    size = (h * model.patch_size, w * model.patch_size)
+    full = torch.nn.functional.interpolate(mask, size=size, mode='nearest')[:, 0] > 0.5
+    return full[:, :images.shape[2], :images.shape[3]]
+
+
+def plot_keep_masks(images_rgb: list, masks: Tensor, titles: list[str], path: str, suptitle: str = '') -> None:
+    """Save a grid of camera images with pruned windows darkened (atomic write)."""
+    import os
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n = len(images_rgb)
+    cols = 3
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 1.9 * rows + 0.6))
+    for ax in np.atleast_1d(axes).ravel():
+        ax.axis('off')
+    for ax, img, mask, title in zip(np.atleast_1d(axes).ravel(), images_rgb, masks, titles):
+        shown = img.astype(np.float32) / 255.0
+        m = mask.cpu().numpy()[..., None]
+        ax.imshow(np.where(m, shown, shown * 0.25))
+        ax.set_title(title, fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix='.png')
+    os.close(fd)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)

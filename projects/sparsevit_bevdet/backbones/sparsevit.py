@@ -233,18 +233,18 @@ class WindowGeometry:
         index = self.token_index[local]  # (K, N)
         pad = (index < 0).flatten()
         src = (index + (windows // nw * hw)[:, None]).flatten()
-        pad_mask = pad[:, None] if self.has_padding else None
+        pad_slots = pad.nonzero().squeeze(1) if self.has_padding else None
         slots = torch.arange(src.numel(), device=src.device)
         if dense:
             # computed rows are the whole map, in map order
             row_slots = torch.empty(windows.numel() // nw * hw, dtype=torch.long, device=src.device)
             row_slots[src[~pad]] = slots[~pad]
-            return WindowPlan(None, src.clamp(min=0), row_slots, pad_mask, counts)
+            return WindowPlan(None, src.clamp(min=0), row_slots, pad_slots, counts)
         if not self.has_padding:
             return WindowPlan(src, slots, slots, None, counts)
         row_slots = slots[~pad]
         slot_rows = (torch.cumsum(~pad, 0) - 1).clamp(min=0)  # slot -> position among real tokens
-        return WindowPlan(src[row_slots], slot_rows, row_slots, pad_mask, counts)
+        return WindowPlan(src[row_slots], slot_rows, row_slots, pad_slots, counts)
 
 
 @dataclass
@@ -257,16 +257,16 @@ class WindowPlan:
     Attributes:
         rows: ``(M,)`` map rows to compute; None means every row, in map order (dense).
         slot_rows: ``(K * N,)`` for each window slot, its index among the computed rows
-            (padded slots point at 0 and are overwritten through ``pad_mask``).
+            (padded slots point at 0 and are overwritten, see ``pad_slots``).
         row_slots: ``(M,)`` for each computed row, its window slot.
-        pad_mask: ``(K * N, 1)`` bool, True for padded slots; None when there is no padding.
+        pad_slots: ``(P,)`` the padded slots; None when the map needs no padding.
         group_counts: windows per shift-mask pattern, in window order.
     """
 
     rows: Optional[Tensor]
     slot_rows: Tensor
     row_slots: Tensor
-    pad_mask: Optional[Tensor]
+    pad_slots: Optional[Tensor]
     group_counts: list[int]
 
 
@@ -493,8 +493,8 @@ class SparseSwinBlock(nn.Module):
         rows = x if dense else x.index_select(0, plan.rows)  # (M, C) real tokens to compute
         # norm1 and the q/k/v projection on real tokens only, then one gather into windows
         qkv = w_msa.qkv(self.norm1(rows)).index_select(0, plan.slot_rows)
-        if plan.pad_mask is not None:
-            qkv = torch.where(plan.pad_mask, w_msa.padding_qkv().to(qkv.dtype), qkv)
+        if plan.pad_slots is not None:
+            qkv.index_put_((plan.pad_slots,), w_msa.padding_qkv().to(qkv.dtype))
         attn = self.attn(qkv.view(-1, n, 3 * c), plan.group_counts, geometry.pattern_masks)
         attn = w_msa.proj_drop(w_msa.proj(attn.index_select(0, plan.row_slots)))  # back to rows
         image_of_token = None

@@ -16,6 +16,16 @@ from typing import IO, Any, Iterator, Union
 
 PathLike = Union[str, os.PathLike]
 
+
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; do it once at import, not per write (threads).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
 __all__ = [
     'atomic_open',
     'atomic_write_bytes',
@@ -48,9 +58,7 @@ def atomic_open(path: PathLike, mode: str = 'wb', fsync: bool = True) -> Iterato
             if fsync:
                 os.fsync(f.fileno())
         # mkstemp creates 0600 files; give the result the usual permissions of a new file.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

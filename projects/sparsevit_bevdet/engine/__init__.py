@@ -1,0 +1,1 @@
+"""engine of the SparseViT-BEVDet plugin."""

@@ -1,0 +1,47 @@
+"""Shared pytest fixtures.
+
+Add fixtures of other areas in their own section below; keep each section self-contained.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+# ----------------------------------------------------------------------------------------------------
+# nuScenes data path (tests/test_synthetic_nuscenes.py, test_nuscenes_converter.py, test_nuscenes_eval.py)
+
+SYNTH_IMAGE_SIZE = (90, 160)
+SYNTH_SAMPLES_PER_SCENE = 3
+SYNTH_SEED = 0
+
+
+@pytest.fixture(scope='session')
+def synthetic_nuscenes(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A small synthetic nuScenes (10 scenes x 3 samples, 90x160 images) with its info pkls.
+
+    Session-scoped and shared: tests must not modify it; use ``nuscenes_copy`` for destructive tests.
+    """
+    from projects.sparsevit_bevdet.datasets.nuscenes_converter import create_nuscenes_infos
+    from projects.sparsevit_bevdet.datasets.synthetic_nuscenes import (
+        SyntheticNuScenesConfig,
+        generate_synthetic_nuscenes,
+    )
+
+    root = tmp_path_factory.mktemp('nuscenes_synth')
+    cfg = SyntheticNuScenesConfig(out_dir=root, seed=SYNTH_SEED, samples_per_scene=SYNTH_SAMPLES_PER_SCENE,
+                                  image_size=SYNTH_IMAGE_SIZE, workers=1)
+    summary = generate_synthetic_nuscenes(cfg)
+    infos = create_nuscenes_infos(root, 'v1.0-mini', root)
+    return SimpleNamespace(root=root, cfg=cfg, summary=summary, infos=infos, version='v1.0-mini',
+                           image_size=SYNTH_IMAGE_SIZE)
+
+
+@pytest.fixture
+def nuscenes_copy(synthetic_nuscenes: SimpleNamespace, tmp_path: Path) -> Path:
+    """A private copy of the synthetic database (tables, samples, maps) that a test may break."""
+    dst = tmp_path / 'nusc'
+    shutil.copytree(synthetic_nuscenes.root, dst)
+    return dst

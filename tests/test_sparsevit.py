@@ -383,3 +383,18 @@ def test_keep_mask_matches_what_the_first_block_computes(mmdet_swin):
         after = stage.blocks[0](before.clone(), geometry, b, keep_indices(ranking, 0.5))
     changed = (after != before).any(-1).view(b, h, w)
     assert torch.equal(changed, mask[:, ::4, ::4])
+
+
+def test_mac_count():
+    from projects.sparsevit_bevdet.backbones.complexity import sparsevit_macs
+
+    model = SparseViT(**SMALL)
+    # an input that is a window multiple at every stage has no padding: both layouts agree
+    assert sparsevit_macs(model, (1, 3, 224, 224)) == sparsevit_macs(model, (1, 3, 224, 224), swin_layout=True)
+    # with padding SparseViT's dense path computes less than Swin's
+    assert sparsevit_macs(model, (1, 3, 256, 704)) < sparsevit_macs(model, (1, 3, 256, 704), swin_layout=True)
+    counts = []
+    for r in (0.0, 0.3, 0.6, 0.9):
+        model.set_pruning_ratios(r)
+        counts.append(sparsevit_macs(model, (2, 3, 256, 704)))
+    assert counts == sorted(counts, reverse=True) and counts[-1] < 0.3 * counts[0]

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -130,13 +129,9 @@ def time_device(args: argparse.Namespace, device: torch.device) -> list[dict]:
         row = dict(device=device.type, variant=name, dtype=str(dtype).replace('torch.', ''),
                    median_ms=1e3 * t.median().item(), p25_ms=1e3 * t.quantile(0.25).item(),
                    p75_ms=1e3 * t.quantile(0.75).item(), runs=len(times[name]))
-        if name == DENSE:
-            sparse.set_pruning_ratios(0.0)
-            row['ratio'] = 0.0
-        else:
-            row['ratio'] = float(name.split('=')[1])
-            sparse.set_pruning_ratios(row['ratio'])
-        row['gmacs'] = sparsevit_macs(sparse, tuple(args.shape)) / 1e9
+        row['ratio'] = 0.0 if name == DENSE else float(name.split('=')[1])
+        sparse.set_pruning_ratios(row['ratio'])
+        row['gmacs'] = sparsevit_macs(sparse, tuple(args.shape), swin_layout=name == DENSE) / 1e9
         rows.append(row)
         if name == 'SparseViT r=0.00':
             dense_ref = row['median_ms']
@@ -166,7 +161,7 @@ def measure_memory(args: argparse.Namespace, device: torch.device, name: str) ->
             run_variant(name, sparse, dense, x)
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
-    # CPU: a fresh process per variant, high-water RSS of the forward above the RSS before it
+    # CPU: a fresh process per variant (allocator caches would blur an in-process measurement)
     cmd = [sys.executable, __file__, '--_memory-child', name, '--arch', args.arch,
            '--window-size', str(args.window_size), '--threads', str(args.threads),
            '--shape', *map(str, args.shape), '--out-indices', *map(str, args.out_indices)]
@@ -177,15 +172,25 @@ def measure_memory(args: argparse.Namespace, device: torch.device, name: str) ->
 
 
 def memory_child(args: argparse.Namespace) -> None:
+    """Print the peak RSS of one forward above the RSS before it, in MiB (Linux).
+
+    The high-water mark is reset through /proc/self/clear_refs first: ru_maxrss would report the
+    parent's RSS, which Linux carries over across fork + exec.
+    """
     sparse, dense = build_models(args)
     x = torch.randn(*args.shape)
+
+    def status_kib(field: str) -> int:
+        with open('/proc/self/status') as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field))
+
     with torch.inference_mode():
         run_variant(args.memory_child, sparse, dense, torch.randn(1, 3, 64, 64))  # load kernels
-        with open('/proc/self/statm') as f:
-            rss_before = int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        rss_before = status_kib('VmRSS:')
         run_variant(args.memory_child, sparse, dense, x)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print((peak - rss_before) / 2 ** 20)
+    print((status_kib('VmHWM:') - rss_before) / 1024)
 
 
 def print_table(rows: list[dict]) -> None:

@@ -1,22 +1,37 @@
 """Analytic multiply-accumulate count of SparseViT for a given input shape and pruning ratios.
 
-Counted: patch embedding, q/k/v and output projections, ``q kᵀ`` and ``attn v`` on every computed
-window (padded tokens included, as they are computed), FFN on the real tokens of computed windows,
-patch merging. Not counted: LayerNorm, softmax, GELU, gathers (no multiplies). The number of
-windows a block computes, ``int(nW * (1 - r))`` per image, does not depend on the data; the number
-of real tokens in them does (border windows hold padding), so the FFN count of a pruned block
-assumes full windows, capped at the map size — exact at ratio 0 and for inputs that are window
-multiples.
+Counted as SparseViT computes them: patch embedding; LayerNorm-free linear layers (q/k/v and output
+projections, FFN) on the real tokens of the computed windows; ``q kᵀ`` and ``attn v`` on every slot
+of the computed windows (padding included, attention runs on whole windows); patch merging.
+Not counted: LayerNorm, softmax, GELU, gathers (no multiplies).
+
+A block computes ``int(nW * (1 - r))`` windows per image whatever the data, but how many real
+tokens they hold depends on which windows win (border windows hold padding). The count assumes
+the fullest windows are kept, which is what the L2 ranking favours (padding scores zero); at
+ratio 0 and for inputs that are window multiples it is exact.
 """
 from __future__ import annotations
 
 import math
 
-from .sparsevit import SparseViT
+import torch
+
+from .sparsevit import SparseViT, WindowGeometry
 
 
-def sparsevit_macs(model: SparseViT, input_shape: tuple[int, int, int, int]) -> int:
-    """MACs of one forward of ``model`` (with its current pruning ratios) on ``(B, C, H, W)``."""
+def _real_tokens_in_fullest_windows(h: int, w: int, window_size: int, shift: int, k: int) -> int:
+    geometry = WindowGeometry(h, w, window_size, shift, torch.device('cpu'))
+    per_window = (geometry.token_index >= 0).sum(dim=1)
+    return int(per_window.sort(descending=True).values[:k].sum())
+
+
+def sparsevit_macs(model: SparseViT, input_shape: tuple[int, int, int, int],
+                   swin_layout: bool = False) -> int:
+    """MACs of one forward of ``model`` (with its current pruning ratios) on ``(B, C, H, W)``.
+
+    ``swin_layout=True`` counts what mmdet's dense ``SwinTransformer`` computes instead (ratios
+    ignored): its q/k/v and output projections also run on the padded tokens.
+    """
     b, c_in, h, w = input_shape
     p = model.patch_size
     h, w = math.ceil(h / p), math.ceil(w / p)
@@ -28,11 +43,13 @@ def sparsevit_macs(model: SparseViT, input_shape: tuple[int, int, int, int]) -> 
         c = model.num_features[i]
         num_windows = math.ceil(h / ws) * math.ceil(w / ws)
         hidden = stage.blocks[0].ffn.layers[1].in_features
-        for ratio in stage.pruning_ratios:
+        for block, ratio in zip(stage.blocks, stage.pruning_ratios):
+            if swin_layout:
+                macs += b * (num_windows * n * (4 * c * c + 2 * n * c) + h * w * 2 * c * hidden)
+                continue
             k = min(num_windows, int(num_windows * (1 - ratio)))
-            attn = k * (4 * n * c * c + 2 * n * n * c)
-            ffn_tokens = min(k * n, h * w)
-            macs += b * (attn + ffn_tokens * 2 * c * hidden)
+            tokens = _real_tokens_in_fullest_windows(h, w, ws, block.shift_size, k)
+            macs += b * (k * 2 * n * n * c + tokens * (4 * c * c + 2 * c * hidden))
         if stage.downsample is not None:
             h, w = math.ceil(h / 2), math.ceil(w / 2)
             macs += b * h * w * 4 * c * stage.downsample.out_channels

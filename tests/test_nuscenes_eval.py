@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from projects.sparsevit_bevdet.datasets.synthetic_nuscenes import CAMERA_NAMES, DETECTION_CLASSES
 from projects.sparsevit_bevdet.evaluation import EgoFrameNuScenesMetric, boxes_to_nusc_results
@@ -19,6 +18,11 @@ from projects.sparsevit_bevdet.evaluation.nuscenes_devkit_eval import (
     eval_set_sample_tokens,
     load_results_file,
     validate_results,
+)
+from projects.sparsevit_bevdet.testing.nuscenes import (
+    evaluate_predictions,
+    gt_as_predictions,
+    random_predictions,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -40,51 +44,6 @@ def _dataset(root: Path, frame: str):
     return NuScenesDataset(**kwargs)
 
 
-def _gt_as_predictions(dataset) -> list:
-    """One Det3DDataSample per sample whose predictions are the sample's ground truth (score 1)."""
-    from mmdet3d.structures import Det3DDataSample
-    from mmengine.structures import InstanceData
-
-    samples = []
-    for i in range(len(dataset)):
-        info = dataset.get_data_info(i)
-        ann = info['eval_ann_info']
-        sample = Det3DDataSample(metainfo=dict(sample_idx=info['sample_idx']))
-        sample.pred_instances_3d = InstanceData(
-            bboxes_3d=ann['gt_bboxes_3d'], scores_3d=torch.ones(len(ann['gt_labels_3d'])),
-            labels_3d=torch.as_tensor(ann['gt_labels_3d']))
-        sample.pred_instances = InstanceData()
-        samples.append(sample)
-    return samples
-
-
-def _random_predictions(dataset, seed: int = 0, per_sample: int = 40) -> list:
-    from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
-    from mmengine.structures import InstanceData
-
-    rng = np.random.default_rng(seed)
-    samples = []
-    for i in range(len(dataset)):
-        n = per_sample
-        boxes = np.concatenate([rng.uniform(-40, 40, (n, 2)), rng.uniform(-1.5, 0, (n, 1)),
-                                rng.uniform(0.5, 5, (n, 3)), rng.uniform(-np.pi, np.pi, (n, 1)),
-                                rng.uniform(-5, 5, (n, 2))], 1)
-        sample = Det3DDataSample(metainfo=dict(sample_idx=dataset.get_data_info(i)['sample_idx']))
-        sample.pred_instances_3d = InstanceData(
-            bboxes_3d=LiDARInstance3DBoxes(torch.as_tensor(boxes, dtype=torch.float32), box_dim=9),
-            scores_3d=torch.as_tensor(rng.uniform(0.05, 1, n), dtype=torch.float32),
-            labels_3d=torch.as_tensor(rng.integers(0, 10, n)))
-        samples.append(sample)
-    return samples
-
-
-def _evaluate(metric, dataset, predictions) -> dict:
-    metric.dataset_meta = dataset.metainfo
-    for sample in predictions:
-        metric.process({}, [sample.to_dict()])
-    return metric.evaluate(len(predictions))
-
-
 @pytest.fixture(scope='module')
 def datasets(synthetic_nuscenes):
     return {frame: _dataset(synthetic_nuscenes.root, frame) for frame in ('ego', 'lidar')}
@@ -95,7 +54,7 @@ def test_ground_truth_as_predictions_scores_perfectly(synthetic_nuscenes, datase
     ann_file = str(synthetic_nuscenes.infos['val'])
     metric = EgoFrameNuScenesMetric(data_root=str(synthetic_nuscenes.root), ann_file=ann_file, box_frame=frame,
                                     jsonfile_prefix=str(tmp_path))
-    res = _evaluate(metric, datasets[frame], _gt_as_predictions(datasets[frame]))
+    res = evaluate_predictions(metric, datasets[frame], gt_as_predictions(datasets[frame]))
     assert res['NuScenes/mAP'] == pytest.approx(1.0, abs=1e-6)
     assert res['NuScenes/NDS'] >= 0.99
     for cls in DETECTION_CLASSES:
@@ -113,7 +72,7 @@ def test_box_frame_matters(synthetic_nuscenes, datasets):
     the LiDAR mounting and its -90 degree yaw: the conversion really depends on the frame."""
     metric = EgoFrameNuScenesMetric(data_root=str(synthetic_nuscenes.root),
                                     ann_file=str(synthetic_nuscenes.infos['val']), box_frame='lidar')
-    res = _evaluate(metric, datasets['ego'], _gt_as_predictions(datasets['ego']))
+    res = evaluate_predictions(metric, datasets['ego'], gt_as_predictions(datasets['ego']))
     assert res['NuScenes/mAP'] < 0.2
 
 
@@ -122,7 +81,7 @@ def test_mmdet3d_nuscenes_metric_agrees_on_lidar_frame(synthetic_nuscenes, datas
     from mmdet3d.evaluation.metrics import NuScenesMetric
 
     metric = NuScenesMetric(data_root=str(synthetic_nuscenes.root), ann_file=str(synthetic_nuscenes.infos['val']))
-    res = _evaluate(metric, datasets['lidar'], _gt_as_predictions(datasets['lidar']))
+    res = evaluate_predictions(metric, datasets['lidar'], gt_as_predictions(datasets['lidar']))
     assert res['NuScenes metric/pred_instances_3d_NuScenes/mAP'] == pytest.approx(1.0, abs=1e-6)
     assert res['NuScenes metric/pred_instances_3d_NuScenes/NDS'] >= 0.99
 
@@ -130,7 +89,7 @@ def test_mmdet3d_nuscenes_metric_agrees_on_lidar_frame(synthetic_nuscenes, datas
 def test_random_boxes_score_near_zero(synthetic_nuscenes, datasets):
     metric = EgoFrameNuScenesMetric(data_root=str(synthetic_nuscenes.root),
                                     ann_file=str(synthetic_nuscenes.infos['val']), box_frame='ego')
-    res = _evaluate(metric, datasets['ego'], _random_predictions(datasets['ego']))
+    res = evaluate_predictions(metric, datasets['ego'], random_predictions(datasets['ego']))
     assert res['NuScenes/mAP'] < 0.05
     assert res['NuScenes/NDS'] < 0.2
 
@@ -178,7 +137,7 @@ def gt_results_file(synthetic_nuscenes, datasets, tmp_path_factory) -> Path:
     metric = EgoFrameNuScenesMetric(data_root=str(synthetic_nuscenes.root),
                                     ann_file=str(synthetic_nuscenes.infos['val']), jsonfile_prefix=str(out),
                                     format_only=True)
-    assert _evaluate(metric, datasets['ego'], _gt_as_predictions(datasets['ego'])) == {}
+    assert evaluate_predictions(metric, datasets['ego'], gt_as_predictions(datasets['ego'])) == {}
     return out / 'results_nusc.json'
 
 
@@ -258,6 +217,6 @@ def test_results_other_defects(synthetic_nuscenes, gt_results_file, tmp_path):
 def test_metric_rejects_incomplete_predictions(synthetic_nuscenes, datasets):
     metric = EgoFrameNuScenesMetric(data_root=str(synthetic_nuscenes.root),
                                     ann_file=str(synthetic_nuscenes.infos['val']))
-    preds = _gt_as_predictions(datasets['ego'])[:-1]
+    preds = gt_as_predictions(datasets['ego'])[:-1]
     with pytest.raises(ValueError, match='1 of the 6 eval samples have no entry'):
-        _evaluate(metric, datasets['ego'], preds)
+        evaluate_predictions(metric, datasets['ego'], preds)

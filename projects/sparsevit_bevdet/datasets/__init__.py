@@ -3,11 +3,11 @@ and the ego-frame nuScenes dataset (registered in mmdet3d's ``DATASETS``)."""
 from .ego_nuscenes_dataset import EgoFrameNuScenesDataset
 from .nuscenes_converter import create_nuscenes_infos, load_nuscenes
 from .synthetic_nuscenes import (
-                                 CAMERA_NAMES,
-                                 DETECTION_CLASSES,
-                                 GenerationSummary,
-                                 SyntheticNuScenesConfig,
-                                 generate_synthetic_nuscenes,
+    CAMERA_NAMES,
+    DETECTION_CLASSES,
+    GenerationSummary,
+    SyntheticNuScenesConfig,
+    generate_synthetic_nuscenes,
 )
 
 __all__ = [

@@ -13,12 +13,9 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -50,6 +47,7 @@ def parse_args() -> argparse.Namespace:
                         help='also measure peak memory of one forward per variant (CPU: a subprocess each)')
     parser.add_argument('--json', type=Path, help='write the table as JSON here')
     parser.add_argument('--plot', type=Path, help='write a PNG of latency vs sparsity here')
+    parser.add_argument('--markdown', action='store_true', help='also print the table as Markdown')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--_memory-child', dest='memory_child', default=None, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -127,7 +125,7 @@ def time_device(args: argparse.Namespace, device: torch.device) -> list[dict]:
     for name in names:
         t = torch.tensor(times[name])
         row = dict(device=device.type, variant=name, dtype=str(dtype).replace('torch.', ''),
-                   median_ms=1e3 * t.median().item(), p25_ms=1e3 * t.quantile(0.25).item(),
+                   median_ms=1e3 * t.quantile(0.5).item(), p25_ms=1e3 * t.quantile(0.25).item(),
                    p75_ms=1e3 * t.quantile(0.75).item(), runs=len(times[name]))
         row['ratio'] = 0.0 if name == DENSE else float(name.split('=')[1])
         sparse.set_pruning_ratios(row['ratio'])
@@ -210,12 +208,23 @@ def print_table(rows: list[dict]) -> None:
         print(line)
 
 
+def markdown_table(rows: list[dict]) -> str:
+    has_mem = any('peak_mem_mb' in r for r in rows)
+    head = ['device', 'variant', 'median ms', 'p25-p75 ms', 'GMACs', 'vs SparseViT r=0', 'vs mmdet']
+    head += ['peak MiB'] if has_mem else []
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for r in rows:
+        cells = [r['device'], r['variant'], f"{r['median_ms']:.1f}", f"{r['p25_ms']:.1f}-{r['p75_ms']:.1f}",
+                 f"{r['gmacs']:.1f}", f"{r['vs_sparsevit_r0']:.3f}", f"{r['vs_mmdet']:.3f}" if r['vs_mmdet'] else '-']
+        cells += [f"{r['peak_mem_mb']:.0f}"] if has_mem else []
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
 def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
+    from projects.sparsevit_bevdet.utils.atomic_io import atomic_write_json
+
+    atomic_write_json(path, payload, indent=2)
 
 
 def write_plot(path: Path, rows: list[dict], title: str) -> None:
@@ -244,10 +253,10 @@ def write_plot(path: Path, rows: list[dict], title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix='.png')
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    from projects.sparsevit_bevdet.utils.atomic_io import atomic_open
+
+    with atomic_open(path, 'wb') as f:
+        fig.savefig(f, format='png', dpi=120)
 
 
 def main() -> None:
@@ -270,6 +279,8 @@ def main() -> None:
              f'{args.threads} CPU threads, torch {torch.__version__}')
     print(title)
     print_table(rows)
+    if args.markdown:
+        print(markdown_table(rows))
     payload = dict(title=title, args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                    torch=torch.__version__, cpu=_cpu_name(), rows=rows)
     if args.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..utils.atomic_io import atomic_open
 from .sparsevit import SparseViT, keep_indices, rank_windows, token_importance
 
 
@@ -39,9 +40,6 @@ def first_stage_keep_mask(model: SparseViT, images: Tensor, ratio: float) -> Ten
 
 def plot_keep_masks(images_rgb: list, masks: Tensor, titles: list[str], path: str, suptitle: str = '') -> None:
     """Save a grid of camera images with pruned windows darkened (atomic write)."""
-    import os
-    import tempfile
-
     import matplotlib
 
     matplotlib.use('Agg')
@@ -62,10 +60,6 @@ def plot_keep_masks(images_rgb: list, masks: Tensor, titles: list[str], path: st
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix='.png')
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
+    with atomic_open(path, 'wb') as f:
+        fig.savefig(f, format='png', dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
+from ..utils.atomic_io import atomic_open
+
 # official concatenates the 2x2 patch as (0,0), (1,0), (0,1), (1,1); unfold orders (0,0), (0,1), (1,0), (1,1)
 _UNFOLD_ORDER = [0, 2, 1, 3]
 
@@ -149,15 +151,5 @@ def load_pretrained_swin(model: nn.Module, checkpoint: str, convert_official: bo
 
 def save_state_dict(state_dict: Mapping[str, Tensor], path: str) -> None:
     """Save ``{'state_dict': ...}`` atomically (temp file + rename)."""
-    import os
-    import tempfile
-
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp')
-    os.close(fd)
-    try:
-        torch.save({'state_dict': OrderedDict(state_dict)}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_open(path, 'wb') as f:
+        torch.save({'state_dict': OrderedDict(state_dict)}, f)

@@ -5,9 +5,9 @@
 # Environment overrides (no file needs editing):
 #   PYTHON=python3.11          interpreter used to create .venv
 #   VENV=.venv                 where the virtual environment lives
-#   TORCH_SPEC="torch==2.13.0" pip requirement for torch; set it to your CUDA build
-#                              (e.g. TORCH_SPEC="torch==2.1.2 --index-url ...") or to
-#                              "skip" to keep the torch already in the venv
+#   TORCH_SPEC="torch==<pin>"  pip requirement for torch (pin: requirements/stack.txt); set it
+#                              to your CUDA build (e.g. TORCH_SPEC="torch==2.1.2 --index-url ...")
+#                              or to "skip" to keep the torch already in the venv
 #   SKIP_MMCV_BUILD=1          keep the mmcv already installed in the venv (e.g. a CUDA
 #                              build from OpenMMLab's wheel index); it must provide mmcv.ops
 set -euo pipefail
@@ -16,10 +16,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PYTHON="${PYTHON:-python3.11}"
 VENV="${VENV:-.venv}"
-TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
-SKIP_MMCV_BUILD="${SKIP_MMCV_BUILD:-0}"
 CONSTRAINTS="$ROOT/requirements/stack.txt"
-MMCV_VERSION="2.1.0"
+pinned() { sed -n "s/^$1==\([^ #]*\).*/\1/p" "$CONSTRAINTS"; }
+TORCH_SPEC="${TORCH_SPEC:-torch==$(pinned torch)}"
+SKIP_MMCV_BUILD="${SKIP_MMCV_BUILD:-0}"
+MMCV_VERSION="$(pinned mmcv)"
 
 say() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
 die() { printf '\033[31m[install] error:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -30,7 +31,8 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     say "creating $VENV with $("$PYTHON" --version)"
     "$PYTHON" -m venv "$VENV"
 fi
-PY="$ROOT/$VENV/bin/python"
+case "$VENV" in /*) ;; *) VENV="$ROOT/$VENV" ;; esac
+PY="$VENV/bin/python"
 PIP=(pip_quiet install -q -c "$CONSTRAINTS")
 
 # pip, minus the harmless notes some machines' pip config prints about missing local indexes
@@ -40,22 +42,16 @@ pip_quiet() {
 
 has() { "$PY" -c "$1" >/dev/null 2>&1; }
 
-# 1. build tooling: mmcv's setup.py imports pkg_resources, which setuptools>=70 dropped.
-if ! has "import setuptools, wheel, sys; v = tuple(int(x) for x in setuptools.__version__.split('.')[:1]); sys.exit(v[0] >= 70)"; then
-    say "installing build tooling (setuptools<70, wheel)"
-    "${PIP[@]}" setuptools wheel
-fi
-
-# 2. torch
+# 1. torch (not under the constraints file: torch 2.13 wants a setuptools that mmcv cannot build with)
 if [[ "$TORCH_SPEC" == "skip" ]]; then
     has "import torch" || die "TORCH_SPEC=skip but torch is not importable in $VENV"
 elif ! has "import torch"; then
     say "installing $TORCH_SPEC"
     # shellcheck disable=SC2086
-    "${PIP[@]}" $TORCH_SPEC
+    pip_quiet install -q $TORCH_SPEC
 fi
 
-# 3. mmcv with compiled ops
+# 2. mmcv with compiled ops
 if [[ "$SKIP_MMCV_BUILD" == "1" ]]; then
     has "import mmcv.ops" || die "SKIP_MMCV_BUILD=1 but 'import mmcv.ops' fails in $VENV; install your mmcv build first"
 elif ! has "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_VERSION')"; then
@@ -63,8 +59,8 @@ elif ! has "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_VERS
         || die "mmcv $MMCV_VERSION is built from source and needs gcc and g++ (apt-get install build-essential)"
     has "import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" \
         || die "Python headers (Python.h) are missing; install python3-dev for $PYTHON"
-    # torch may have pulled a newer setuptools: restore the pin mmcv's setup.py needs
-    "${PIP[@]}" setuptools wheel mmengine
+    # mmcv's setup.py imports pkg_resources, which setuptools 70 dropped: build with an older one
+    "${PIP[@]}" "setuptools<70" wheel mmengine
     say "building mmcv $MMCV_VERSION with CPU ops (about 6 minutes on 2 cores; cached by pip afterwards)"
     log="$(mktemp -t mmcv-build.XXXXXX.log)"
     start=$SECONDS
@@ -80,9 +76,11 @@ elif ! has "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_VERS
     wait "$pid" || { tail -n 40 "$log" >&2; die "mmcv build failed; full log in $log"; }
     has "import mmcv.ops" || die "mmcv installed but 'import mmcv.ops' fails; see $log"
     say "mmcv built in $((SECONDS - start)) s"
+    # back to the setuptools torch declares (>= 77 for torch 2.13), so 'pip check' stays clean
+    pip_quiet install -q "setuptools>=77.0.3"
 fi
 
-# 4. the OpenMMLab stack and evaluation tools
+# 3. the OpenMMLab stack and evaluation tools
 if ! has "import mmdet, mmdet3d, mmseg, nuscenes, pycocotools, lyft_dataset_sdk, numba, pytest, ruff"; then
     say "installing mmdet, mmdet3d, mmseg, nuscenes-devkit and tools"
     "${PIP[@]}" mmengine mmdet numpy nuscenes-devkit pycocotools shapely pyquaternion \
@@ -94,7 +92,7 @@ if ! has "import mmdet, mmdet3d, mmseg, nuscenes, pycocotools, lyft_dataset_sdk,
     "${PIP[@]}" --no-deps mmdet3d mmsegmentation lyft_dataset_sdk
 fi
 
-# 5. this package
+# 4. this package
 if ! has "import importlib.metadata as m; m.version('sparsevit-bevdet')"; then
     say "installing sparsevit-bevdet (editable)"
     "${PIP[@]}" --no-deps --no-build-isolation -e .

@@ -60,6 +60,7 @@ elif ! has "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_VERS
     has "import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" \
         || die "Python headers (Python.h) are missing; install python3-dev for $PYTHON"
     # mmcv's setup.py imports pkg_resources, which setuptools 70 dropped: build with an older one
+    say "setuptools<70 for the mmcv build (pip may warn that torch wants >=77: restored after the build)"
     "${PIP[@]}" "setuptools<70" wheel mmengine
     say "building mmcv $MMCV_VERSION with CPU ops (about 6 minutes on 2 cores; cached by pip afterwards)"
     log="$(mktemp -t mmcv-build.XXXXXX.log)"

@@ -398,3 +398,13 @@ def test_mac_count():
         model.set_pruning_ratios(r)
         counts.append(sparsevit_macs(model, (2, 3, 256, 704)))
     assert counts == sorted(counts, reverse=True) and counts[-1] < 0.3 * counts[0]
+
+
+def test_geometry_cache_is_bounded(mmdet_swin):
+    from projects.sparsevit_bevdet.backbones.sparsevit import GEOMETRY_CACHE_SIZE
+
+    model = make_sparsevit(mmdet_swin)
+    with torch.no_grad():
+        for i in range(GEOMETRY_CACHE_SIZE):
+            model(torch.randn(1, 3, 32 + 4 * i, 48))
+    assert all(len(stage._geometries) <= GEOMETRY_CACHE_SIZE for stage in model.stages)

@@ -18,6 +18,7 @@ stage -> patch embedding / merging -> model.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -42,6 +43,8 @@ ARCH_SETTINGS: dict[str, dict] = {
     'large': dict(embed_dims=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
 }
 
+# map sizes x shifts x devices whose window index maps a stage keeps
+GEOMETRY_CACHE_SIZE = 32
 # Swin's value for attention between tokens that came from different regions after the shift.
 SHIFT_MASK_VALUE = -100.0
 
@@ -215,6 +218,8 @@ class WindowGeometry:
         """
         if kept_windows is None:
             if batch_size not in self._dense_plans:
+                if len(self._dense_plans) >= 4:  # batch sizes seen; the last batch of an epoch differs
+                    self._dense_plans.clear()
                 every = torch.arange(batch_size * self.num_windows, device=self.token_index.device)
                 self._dense_plans[batch_size] = self._build_plan(every, dense=True)
             return self._dense_plans[batch_size]
@@ -566,12 +571,17 @@ class SparseSwinStage(BaseModule):
         ])
         self.downsample = downsample
         self.pruning_ratios: list[float] = [0.0] * depth
-        self._geometries: dict[tuple, WindowGeometry] = {}
+        # index maps per (map size, shift, device); bounded, as multi-scale training sees many sizes
+        self._geometries: OrderedDict[tuple, WindowGeometry] = OrderedDict()
 
     def geometry(self, height: int, width: int, shift: int, device: torch.device) -> WindowGeometry:
         key = (height, width, shift, device)
-        if key not in self._geometries:
+        if key in self._geometries:
+            self._geometries.move_to_end(key)
+        else:
             self._geometries[key] = WindowGeometry(height, width, self.window_size, shift, device)
+            if len(self._geometries) > GEOMETRY_CACHE_SIZE:
+                self._geometries.popitem(last=False)
         return self._geometries[key]
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,5 +1,6 @@
-"""datasets of the SparseViT-BEVDet plugin: the synthetic nuScenes generator, the nuScenes info converter
-and the ego-frame nuScenes dataset (registered in mmdet3d's ``DATASETS``)."""
+"""datasets of the SparseViT-BEVDet plugin: the synthetic nuScenes generator, the nuScenes info converter,
+the ego-frame nuScenes dataset (registered in mmdet3d's ``DATASETS``) and BEVDet's data augmentation
+(registered in mmdet3d's ``TRANSFORMS``)."""
 from .ego_nuscenes_dataset import EgoFrameNuScenesDataset
 from .nuscenes_converter import create_nuscenes_infos, load_nuscenes
 from .synthetic_nuscenes import (
@@ -9,14 +10,20 @@ from .synthetic_nuscenes import (
     SyntheticNuScenesConfig,
     generate_synthetic_nuscenes,
 )
+from .transforms import BEVDetBEVAug, BEVDetImageAug, bev_aug_matrix, image_aug_matrix, project_ego_points
 
 __all__ = [
     'CAMERA_NAMES',
     'DETECTION_CLASSES',
+    'BEVDetBEVAug',
+    'BEVDetImageAug',
     'EgoFrameNuScenesDataset',
     'GenerationSummary',
     'SyntheticNuScenesConfig',
+    'bev_aug_matrix',
     'create_nuscenes_infos',
     'generate_synthetic_nuscenes',
+    'image_aug_matrix',
     'load_nuscenes',
+    'project_ego_points',
 ]

@@ -1,0 +1,17 @@
+"""BEVDet on mmdet3d 1.x: detector, image neck, LSS view transformer, BEV encoder.
+
+Registered in mmdet3d's ``MODELS`` as ``BEVDet``, ``BEVDetImageNeck``, ``LSSViewTransformer``, ``BEVResNet``
+and ``BEVFPNLSS``; the head is mmdet3d's own ``CenterHead``.
+"""
+from mmdet3d.registry import MODELS
+
+from .bev_encoder import BEVFPNLSS, BEVResNet
+from .bevdet import BEVDet, collect_camera_matrices
+from .necks import BEVDetImageNeck
+from .view_transformer import BEVGeometry, LSSViewTransformer, pad_to_4x4
+
+for _module in (BEVDet, BEVDetImageNeck, LSSViewTransformer, BEVResNet, BEVFPNLSS):
+    MODELS.register_module(module=_module)
+
+__all__ = ['BEVFPNLSS', 'BEVDet', 'BEVDetImageNeck', 'BEVGeometry', 'BEVResNet', 'LSSViewTransformer',
+           'collect_camera_matrices', 'pad_to_4x4']

@@ -1,0 +1,267 @@
+"""BEVDet (Huang et al. 2021, arXiv 2112.11790): camera-only 3D detection in bird's-eye view.
+
+images ``(B, N, 3, H, W)`` -> image backbone (e.g. ``SparseViT``) -> image neck (one stride-16 map) ->
+:class:`~.view_transformer.LSSViewTransformer` (BEV map in the ego frame) -> BEV encoder (backbone + neck)
+-> mmdet3d's ``CenterHead`` -> ``LiDARInstance3DBoxes`` (9 dims, with velocity) in the ego frame.
+
+Per-sample camera matrices come from ``data_samples[i].metainfo`` (written by
+:class:`~projects.sparsevit_bevdet.datasets.transforms.BEVDetImageAug` / ``BEVDetBEVAug`` and kept by
+``Pack3DDetInputs``' ``meta_keys``): ``cam2img`` ``(N, 4, 4)`` or ``(N, 3, 3)``, ``cam2ego`` ``(N, 4, 4)``,
+``img_aug_matrix`` ``(N, 4, 4)``, ``bev_aug_matrix`` ``(4, 4)`` (identity if absent).
+
+Config keys follow BEVDet's (``img_backbone``, ``img_neck``, ``img_view_transformer``,
+``img_bev_encoder_backbone``, ``img_bev_encoder_neck``, ``pts_bbox_head``, ``train_cfg=dict(pts=...)``,
+``test_cfg=dict(pts=...)``); the head's BEV grid must be the view transformer's (checked at build time).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from mmdet3d.models.detectors import Base3DDetector
+from mmdet3d.registry import MODELS
+from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
+from torch import Tensor, nn
+
+from .view_transformer import pad_to_4x4
+
+__all__ = ['BEVDet', 'collect_camera_matrices']
+
+CAMERA_KEYS = ('cam2img', 'cam2ego', 'img_aug_matrix')
+
+
+def _as_matrix(value: Any, key: str, index: int) -> Tensor:
+    try:
+        if isinstance(value, Tensor):
+            return value.detach().to('cpu', torch.float32)
+        return torch.as_tensor(np.asarray(value, dtype=np.float32))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f'data_samples[{index}].metainfo[{key!r}] is not a numeric matrix array: {err}') from err
+
+
+def collect_camera_matrices(batch_data_samples: Sequence[Det3DDataSample], num_cams: int,
+                            device: torch.device) -> Dict[str, Tensor]:
+    """Stack the per-sample camera matrices of a batch as float32 tensors on ``device``.
+
+    Returns ``cam2img``, ``cam2ego``, ``img_aug_matrix`` ``(B, N, 4, 4)`` and ``bev_aug_matrix`` ``(B, 4, 4)``.
+    Raises ``KeyError`` / ``ValueError`` naming the key and the sample for missing or misshapen entries.
+    """
+    mats: Dict[str, List[Tensor]] = {k: [] for k in (*CAMERA_KEYS, 'bev_aug_matrix')}
+    for i, sample in enumerate(batch_data_samples):
+        meta = sample.metainfo
+        where = f'data_samples[{i}] (sample_idx {meta.get("sample_idx", "?")})'
+        for key in CAMERA_KEYS:
+            if key not in meta:
+                raise KeyError(f'BEVDet needs metainfo[{key!r}] in {where}; add {key!r} to the meta_keys of '
+                               f'Pack3DDetInputs (present keys: {sorted(meta)})')
+            mat = _as_matrix(meta[key], key, i)
+            allowed = ((3, 3), (3, 4), (4, 4)) if key == 'cam2img' else ((4, 4),)
+            if mat.dim() != 3 or mat.shape[0] != num_cams or tuple(mat.shape[1:]) not in allowed:
+                raise ValueError(f'{where}: metainfo[{key!r}] must have shape ({num_cams}, 4, 4)'
+                                 f'{" or (N, 3, 3)" if key == "cam2img" else ""} for {num_cams} images, '
+                                 f'got {tuple(mat.shape)}')
+            mats[key].append(pad_to_4x4(mat))
+        if meta.get('bev_aug_matrix') is None:
+            bda = torch.eye(4)
+        else:
+            bda = _as_matrix(meta['bev_aug_matrix'], 'bev_aug_matrix', i)
+            if tuple(bda.shape) not in ((3, 3), (4, 4)):
+                raise ValueError(f'{where}: metainfo["bev_aug_matrix"] must be 4x4 (or 3x3), got {tuple(bda.shape)}')
+            bda = pad_to_4x4(bda)
+        mats['bev_aug_matrix'].append(bda)
+    return {k: torch.stack(v).to(device) for k, v in mats.items()}
+
+
+class BEVDet(Base3DDetector):
+    """BEVDet detector: image encoder -> LSS view transform -> BEV encoder -> CenterHead.
+
+    Args:
+        img_backbone: e.g. ``dict(type='SparseViT', arch='tiny', out_indices=(2, 3))``.
+        img_neck: e.g. ``dict(type='BEVDetImageNeck', in_channels=(384, 768), out_channels=512)``;
+            ``None`` passes the backbone's last output on. A tuple / list output uses its first map.
+        img_view_transformer: e.g. ``dict(type='LSSViewTransformer', grid_config=..., input_size=(256, 704),
+            downsample=16, in_channels=512, out_channels=64)``.
+        img_bev_encoder_backbone: e.g. ``dict(type='BEVResNet', in_channels=64)``.
+        img_bev_encoder_neck: e.g. ``dict(type='BEVFPNLSS', in_channels=640, out_channels=256)``; ``None`` feeds
+            the BEV backbone's first output to the head.
+        pts_bbox_head: mmdet3d's ``CenterHead`` config (``CenterPointBBoxCoder``).
+        train_cfg, test_cfg: ``dict(pts=...)`` as in BEVDet / CenterPoint configs, passed to the head.
+        data_preprocessor: ``Det3DDataPreprocessor`` config (multi-view images -> ``(B, N, 3, H, W)``).
+        class_names: the dataset's classes in label order (``metainfo['classes']``). CenterHead reads label
+            ``k`` as the ``k``-th class of its tasks flattened, so the two orders must agree; given, this is
+            checked at build time. BEVDet's task grouping needs BEVDet's class order (car, truck,
+            construction_vehicle, bus, trailer, barrier, motorcycle, bicycle, pedestrian, traffic_cone), not
+            mmdet3d's NuScenesDataset order: pass it as the dataset's ``metainfo=dict(classes=...)`` too.
+    """
+
+    def __init__(self,
+                 img_backbone: dict,
+                 img_view_transformer: dict,
+                 img_bev_encoder_backbone: dict,
+                 pts_bbox_head: dict,
+                 img_neck: Optional[dict] = None,
+                 img_bev_encoder_neck: Optional[dict] = None,
+                 train_cfg: Optional[dict] = None,
+                 test_cfg: Optional[dict] = None,
+                 data_preprocessor: Optional[dict] = None,
+                 class_names: Optional[Sequence[str]] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.img_backbone = MODELS.build(img_backbone)
+        self.img_neck = MODELS.build(img_neck) if img_neck is not None else None
+        self.img_view_transformer = MODELS.build(img_view_transformer)
+        self.img_bev_encoder_backbone = MODELS.build(img_bev_encoder_backbone)
+        self.img_bev_encoder_neck = MODELS.build(img_bev_encoder_neck) if img_bev_encoder_neck is not None else None
+        head_cfg = copy.deepcopy(dict(pts_bbox_head))
+        for name, cfg in (('train_cfg', train_cfg), ('test_cfg', test_cfg)):
+            if cfg is None:
+                continue
+            if 'pts' not in cfg:
+                raise ValueError(f"BEVDet's {name} must hold the head settings under 'pts' "
+                                 f"(as in BEVDet / CenterPoint configs), got keys {sorted(cfg)}")
+            head_cfg[name] = cfg['pts']
+        self.train_cfg = train_cfg
+        self.test_cfg = test_cfg
+        self.pts_bbox_head: nn.Module = MODELS.build(head_cfg)
+        self._head_map_size = self._check_head_grid()
+        head_classes = [name for task in getattr(self.pts_bbox_head, 'class_names', []) for name in task]
+        if class_names is not None and head_classes and list(class_names) != head_classes:
+            raise ValueError(f'CenterHead tasks give the label order {head_classes}, the dataset {list(class_names)}; '
+                             f'CenterHead would train label k as the k-th task class. Reorder the dataset classes '
+                             f"(metainfo=dict(classes=...)) or the tasks so that they agree")
+
+    def init_weights(self) -> None:
+        """mmengine's recursive init, plus the heatmap prior of CenterHead's task heads, which it misses.
+
+        CenterHead keeps its ``SeparateHead``s in a plain ``nn.ModuleList`` (mmdet3d issue #1554) that
+        mmengine's ``BaseModule.init_weights`` does not descend into, so the heatmap bias prior
+        (``init_bias`` = -2.19, p = 0.1) is never set: with logits around 0 every BEV cell predicts p = 0.5
+        and the focal loss starts in the thousands. We set only that bias, as CenterPoint does; calling
+        ``SeparateHead.init_weights`` instead would also Kaiming-initialise (fan-out) the last heatmap conv,
+        whose logits then have a std of about 8 and swamp the prior.
+        """
+        super().init_weights()
+        for head in getattr(self.pts_bbox_head, 'task_heads', ()):
+            heatmap, init_bias = getattr(head, 'heatmap', None), getattr(head, 'init_bias', None)
+            if isinstance(heatmap, nn.Sequential) and init_bias is not None and heatmap[-1].bias is not None:
+                nn.init.constant_(heatmap[-1].bias, init_bias)
+
+    # -- public helpers -----------------------------------------------------------------------
+    @property
+    def image_encoder(self) -> nn.Module:
+        """The image backbone (``SparseViT``: hooks and the search call ``set_pruning_ratios`` on it)."""
+        return self.img_backbone
+
+    def _check_head_grid(self) -> Optional[Tuple[int, int]]:
+        """Check that CenterHead's grid (targets and decoding) is the view transformer's BEV grid.
+
+        A mismatch trains silently on shifted or rescaled targets, so it is an error. Returns the head's
+        feature-map size ``(H, W) = (ny, nx) // bev stride`` when it can be derived, else ``None``.
+        """
+        grid = getattr(self.img_view_transformer, 'grid_config', None)
+        if not grid or 'x' not in grid or 'y' not in grid:
+            return None
+        lower = np.array([grid['x'][0], grid['y'][0]], np.float64)
+        extent = np.array([grid['x'][1] - grid['x'][0], grid['y'][1] - grid['y'][0]], np.float64)
+        head = self.pts_bbox_head
+        coder = getattr(head, 'bbox_coder', None)
+        map_size = None
+        if coder is not None and hasattr(coder, 'pc_range'):
+            cell = np.asarray(coder.voxel_size[:2], np.float64) * coder.out_size_factor
+            self._require(np.allclose(coder.pc_range[:2], lower), 'bbox_coder.pc_range[:2]', coder.pc_range[:2],
+                          lower)
+            nxy = extent / cell
+            self._require(np.allclose(nxy, np.round(nxy)), 'grid extent / (bbox_coder.voxel_size * out_size_factor)',
+                          nxy, np.round(nxy))
+            map_size = (round(nxy[1]), round(nxy[0]))
+        train = getattr(head, 'train_cfg', None)
+        if train:
+            pc_range = np.asarray(train['point_cloud_range'], np.float64)
+            self._require(np.allclose(pc_range[:2], lower), "train_cfg.pts['point_cloud_range'][:2]", pc_range[:2],
+                          lower)
+            osf = train['out_size_factor']
+            cell = np.asarray(train['voxel_size'][:2], np.float64) * osf
+            fmap = np.asarray(train['grid_size'][:2]) // osf  # (W, H) as CenterHead computes it
+            self._require(np.allclose(fmap * cell, extent), "train_cfg.pts grid_size // out_size_factor * "
+                          'voxel_size * out_size_factor', fmap * cell, extent)
+            train_size = (int(fmap[1]), int(fmap[0]))
+            if map_size is not None and map_size != train_size:
+                raise ValueError(f'CenterHead: train_cfg gives a {train_size} target map, bbox_coder a {map_size} one')
+            map_size = train_size
+        return map_size
+
+    @staticmethod
+    def _require(ok: bool, what: str, got: Any, expected: Any) -> None:
+        if not ok:
+            raise ValueError(f'CenterHead grid does not match the view transformer grid: {what} = {got}, '
+                             f'expected {expected} (from img_view_transformer.grid_config)')
+
+    # -- features -----------------------------------------------------------------------------
+    def extract_img_feat(self, imgs: Tensor) -> Tensor:
+        """``(B, N, 3, H, W)`` -> image features ``(B, N, C, fH, fW)`` for the view transformer."""
+        if imgs.dim() != 5:
+            raise ValueError(f'BEVDet expects multi-view images (B, N, 3, H, W), got {tuple(imgs.shape)}; '
+                             f'each sample\'s inputs["img"] must be (N, 3, H, W)')
+        b, n = imgs.shape[:2]
+        feats = self.img_backbone(imgs.flatten(0, 1))
+        if self.img_neck is not None:
+            feats = self.img_neck(feats)
+        if isinstance(feats, (list, tuple)):
+            feats = feats[0] if self.img_neck is not None else feats[-1]
+        return feats.view(b, n, *feats.shape[1:])
+
+    def extract_feat(self, batch_inputs_dict: Dict[str, Any],
+                     batch_data_samples: Sequence[Det3DDataSample]) -> List[Tensor]:
+        """Images + metainfo -> ``[BEV feature map (B, C, ny', nx')]`` (the head's input list)."""
+        imgs = batch_inputs_dict.get('imgs')
+        if imgs is None:
+            raise KeyError(f'BEVDet needs batch_inputs_dict["imgs"] (Det3DDataPreprocessor output of '
+                           f'inputs["img"]); got keys {sorted(batch_inputs_dict)}')
+        if len(batch_data_samples) != imgs.shape[0]:
+            raise ValueError(f'{imgs.shape[0]} image sets but {len(batch_data_samples)} data samples')
+        img_feats = self.extract_img_feat(imgs)
+        mats = collect_camera_matrices(batch_data_samples, imgs.shape[1], imgs.device)
+        bev, _ = self.img_view_transformer(img_feats, mats['cam2img'], mats['cam2ego'], mats['img_aug_matrix'],
+                                           mats['bev_aug_matrix'])
+        x = self.img_bev_encoder_backbone(bev)
+        x = self.img_bev_encoder_neck(x) if self.img_bev_encoder_neck is not None else x[0]
+        if self._head_map_size is not None and tuple(x.shape[-2:]) != self._head_map_size:
+            raise ValueError(f'the BEV encoder outputs {tuple(x.shape[-2:])} maps but CenterHead\'s grid is '
+                             f'{self._head_map_size} (H, W); adjust out_size_factor or the BEV encoder')
+        return [x]
+
+    # -- mmengine entry points ----------------------------------------------------------------
+    def loss(self, batch_inputs_dict: Dict[str, Any], batch_data_samples: List[Det3DDataSample],
+             **kwargs) -> Dict[str, Tensor]:
+        """CenterHead losses (heatmap focal loss and box L1 per task) for ``gt_instances_3d`` in the ego frame."""
+        if getattr(self.pts_bbox_head, 'train_cfg', None) is None:
+            raise ValueError('BEVDet.loss needs train_cfg=dict(pts=dict(...)) (CenterHead targets)')
+        feats = self.extract_feat(batch_inputs_dict, batch_data_samples)
+        outs = self.pts_bbox_head(feats)
+        batch_gt_instances_3d = [sample.gt_instances_3d for sample in batch_data_samples]
+        return self.pts_bbox_head.loss_by_feat(outs, batch_gt_instances_3d)
+
+    def predict(self, batch_inputs_dict: Dict[str, Any], batch_data_samples: List[Det3DDataSample],
+                **kwargs) -> List[Det3DDataSample]:
+        """Data samples with ``pred_instances_3d`` = ``bboxes_3d`` (LiDARInstance3DBoxes, 9 dims, ego frame,
+        bottom centre), ``scores_3d`` ``(K,)`` and ``labels_3d`` ``(K,)`` long."""
+        if getattr(self.pts_bbox_head, 'test_cfg', None) is None:
+            raise ValueError('BEVDet.predict needs test_cfg=dict(pts=dict(...)) (CenterHead decoding and NMS)')
+        feats = self.extract_feat(batch_inputs_dict, batch_data_samples)
+        outs = self.pts_bbox_head(feats)
+        # CenterHead builds boxes with metainfo['box_type_3d']; our boxes are ego-frame LiDAR-style boxes
+        metas = [{**sample.metainfo, 'box_type_3d': sample.metainfo.get('box_type_3d', LiDARInstance3DBoxes)}
+                 for sample in batch_data_samples]
+        results = self.pts_bbox_head.predict_by_feat(outs, metas)
+        for res in results:
+            res.labels_3d = res.labels_3d.long()
+        return self.add_pred_to_datasample(batch_data_samples, results)
+
+    def _forward(self, batch_inputs_dict: Dict[str, Any],
+                 batch_data_samples: Optional[List[Det3DDataSample]] = None, **kwargs) -> Tuple[List[dict], ...]:
+        """Raw CenterHead outputs: one ``[dict(reg, height, dim, rot, vel, heatmap)]`` per task."""
+        if batch_data_samples is None:
+            raise ValueError('BEVDet needs data_samples (camera matrices in metainfo) in tensor mode too')
+        return self.pts_bbox_head(self.extract_feat(batch_inputs_dict, batch_data_samples))

@@ -8,7 +8,6 @@
 #   dict(type='Det3DDataPreprocessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True)
 # For real nuScenes set data_root = 'data/nuscenes/' and metainfo version 'v1.0-trainval'.
 custom_imports = dict(imports=['projects.sparsevit_bevdet'], allow_failed_imports=False)
-default_scope = 'mmdet3d'
 
 dataset_type = 'EgoFrameNuScenesDataset'
 data_root = 'data/nuscenes-synth/'

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from projects.sparsevit_bevdet.datasets.synthetic_nuscenes import CAMERA_NAMES, DETECTION_CLASSES
 from projects.sparsevit_bevdet.evaluation import EgoFrameNuScenesMetric, boxes_to_nusc_results
@@ -220,3 +221,24 @@ def test_metric_rejects_incomplete_predictions(synthetic_nuscenes, datasets):
     preds = gt_as_predictions(datasets['ego'])[:-1]
     with pytest.raises(ValueError, match='1 of the 6 eval samples have no entry'):
         evaluate_predictions(metric, datasets['ego'], preds)
+
+
+def test_submission_without_any_box_scores_zero(synthetic_nuscenes, datasets, tmp_path):
+    """The devkit itself cannot load a submission holding no box at all; the metric scores it as the
+    devkit scores classes without predictions (an untrained detector produces exactly this)."""
+    from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
+    from mmengine.structures import InstanceData
+
+    dataset = datasets['ego']
+    empty = []
+    for i in range(len(dataset)):
+        sample = Det3DDataSample(metainfo=dict(sample_idx=dataset.get_data_info(i)['sample_idx']))
+        sample.pred_instances_3d = InstanceData(bboxes_3d=LiDARInstance3DBoxes(torch.zeros(0, 9), box_dim=9),
+                                                scores_3d=torch.zeros(0), labels_3d=torch.zeros(0, dtype=torch.long))
+        empty.append(sample)
+    metric = EgoFrameNuScenesMetric(data_root=str(synthetic_nuscenes.root),
+                                    ann_file=str(synthetic_nuscenes.infos['val']), box_frame='ego',
+                                    jsonfile_prefix=str(tmp_path))
+    res = evaluate_predictions(metric, dataset, empty)
+    assert res['NuScenes/mAP'] == 0.0 and res['NuScenes/NDS'] == 0.0
+    assert res['NuScenes/mATE'] == 1.0 and res['NuScenes/AP/car'] == 0.0

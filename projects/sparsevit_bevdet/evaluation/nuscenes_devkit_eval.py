@@ -137,16 +137,45 @@ def run_detection_eval(nusc: NuScenes, result_path: str | Path, eval_set: str, o
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    evaluator = DetectionEval(nusc, config=cfg, result_path=str(result_path), eval_set=eval_set,
-                              output_dir=str(output_dir), verbose=verbose)
-    metrics, _ = evaluator.evaluate()
-    summary = metrics.serialize()
+    if _count_boxes(result_path) == 0:
+        # The devkit cannot load a submission without a single box (it reads the class field of the
+        # first box); score it as the devkit scores classes without predictions.
+        summary = _no_prediction_metrics(cfg).serialize()
+    else:
+        evaluator = DetectionEval(nusc, config=cfg, result_path=str(result_path), eval_set=eval_set,
+                                  output_dir=str(output_dir), verbose=verbose)
+        metrics, _ = evaluator.evaluate()
+        summary = metrics.serialize()
     summary['eval_set'] = eval_set
     summary['num_samples'] = len(tokens)
     summary['wall_time_s'] = time.perf_counter() - start
     # NaN (e.g. a TP error of a class without matches) is not valid JSON; the summary keeps it as null.
     atomic_write_json(output_dir / 'metrics_summary.json', _nan_to_none(summary), indent=2)
     return summary
+
+
+def _count_boxes(result_path: str | Path) -> int:
+    return sum(len(boxes) for boxes in load_results_file(result_path)['results'].values())
+
+
+def _no_prediction_metrics(cfg):
+    """``DetectionMetrics`` of an empty submission, computed with the devkit's own functions on its
+    ``DetectionMetricData.no_predictions()`` (AP 0, TP errors 1, NaN where the devkit leaves them out)."""
+    from nuscenes.eval.detection.algo import calc_ap, calc_tp
+    from nuscenes.eval.detection.constants import TP_METRICS
+    from nuscenes.eval.detection.data_classes import DetectionMetricData, DetectionMetrics
+
+    metrics = DetectionMetrics(cfg)
+    empty = DetectionMetricData.no_predictions()
+    for name in cfg.class_names:
+        for dist_th in cfg.dist_ths:
+            metrics.add_label_ap(name, dist_th, calc_ap(empty, cfg.min_recall, cfg.min_precision))
+        for metric in TP_METRICS:
+            skipped = (name == 'traffic_cone' and metric in ('attr_err', 'vel_err', 'orient_err')) or (
+                name == 'barrier' and metric in ('attr_err', 'vel_err'))
+            metrics.add_label_tp(name, metric, float('nan') if skipped else calc_tp(empty, cfg.min_recall, metric))
+    metrics.add_runtime(0.0)
+    return metrics
 
 
 def _nan_to_none(obj: Any) -> Any:

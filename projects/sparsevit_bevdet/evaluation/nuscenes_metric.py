@@ -86,7 +86,8 @@ def boxes_to_nusc_results(boxes: np.ndarray, scores: np.ndarray, labels: np.ndar
     if not len(boxes) == len(scores) == len(labels):
         raise ValueError(f'sample {token}: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels')
     for name, arr in (('bboxes_3d', boxes[:, :9]), ('scores_3d', scores)):
-        bad = ~np.isfinite(arr).reshape(len(arr), -1).all(1)
+        finite = np.isfinite(arr)
+        bad = ~(finite.all(1) if finite.ndim == 2 else finite)  # (N, 9) boxes or (N,) scores; N may be 0
         if bad.any():
             raise ValueError(f'sample {token}: prediction {int(np.flatnonzero(bad)[0])} has a NaN/inf in '
                              f'{name} ({int(bad.sum())} such boxes)')

@@ -61,7 +61,8 @@ elif ! has "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_VERS
         || die "Python headers (Python.h) are missing; install python3-dev for $PYTHON"
     # mmcv's setup.py imports pkg_resources, which setuptools 70 dropped: build with an older one
     say "setuptools<70 for the mmcv build (pip may warn that torch wants >=77: restored after the build)"
-    "${PIP[@]}" "setuptools<70" wheel mmengine
+    pip_quiet install -q "setuptools<70" wheel
+    "${PIP[@]}" mmengine
     say "building mmcv $MMCV_VERSION with CPU ops (about 6 minutes on 2 cores; cached by pip afterwards)"
     log="$(mktemp -t mmcv-build.XXXXXX.log)"
     start=$SECONDS
@@ -77,11 +78,16 @@ elif ! has "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_VERS
     wait "$pid" || { tail -n 40 "$log" >&2; die "mmcv build failed; full log in $log"; }
     has "import mmcv.ops" || die "mmcv installed but 'import mmcv.ops' fails; see $log"
     say "mmcv built in $((SECONDS - start)) s"
-    # back to the setuptools torch declares (>= 77 for torch 2.13), so 'pip check' stays clean
-    pip_quiet install -q "setuptools>=77.0.3"
+    # back to the pinned setuptools: new enough for torch 2.13 (>= 77), old enough to still ship
+    # pkg_resources, which mmengine uses at run time (e.g. for 'mmdet3d::' config bases)
+    "${PIP[@]}" setuptools
 fi
 
 # 3. the OpenMMLab stack and evaluation tools
+if ! has "import setuptools, sys; sys.exit(setuptools.__version__ != '$(pinned setuptools)')"; then
+    say "setuptools $(pinned setuptools) (ships pkg_resources, which mmengine needs at run time)"
+    "${PIP[@]}" setuptools
+fi
 if ! has "import mmdet, mmdet3d, mmseg, nuscenes, pycocotools, lyft_dataset_sdk, numba, pytest, ruff"; then
     say "installing mmdet, mmdet3d, mmseg, nuscenes-devkit and tools"
     "${PIP[@]}" mmengine mmdet numpy nuscenes-devkit pycocotools shapely pyquaternion \

@@ -69,3 +69,15 @@ def test_cpu_demo_config_trains_and_validates(synthetic_nuscenes, tmp_path):
     assert (tmp_path / 'work' / 'iter_3.pth').is_file()
     assert 0.0 <= metrics['NuScenes/mAP'] <= 1.0 and 0.0 <= metrics['NuScenes/NDS'] <= 1.0
     assert (tmp_path / 'results' / 'results_nusc.json').is_file()
+
+
+def test_adaptation_config_registers_the_hook():
+    from mmdet3d.registry import HOOKS
+
+    import projects.sparsevit_bevdet  # noqa: F401
+    from projects.sparsevit_bevdet.engine import SparsityAdaptationHook
+
+    cfg = Config.fromfile(CONFIGS / 'bevdet_sparsevit-t_nuscenes-synth_adapt.py')
+    with DefaultScope.overwrite_default_scope('mmdet3d'):
+        hooks = [HOOKS.build(h) for h in cfg.custom_hooks]
+    assert isinstance(hooks[0], SparsityAdaptationHook)

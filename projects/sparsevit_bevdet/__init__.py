@@ -9,6 +9,6 @@ from .utils.safe_checkpoint import install_safe_checkpoint_loading
 install_safe_checkpoint_loading()
 
 from . import models  # noqa: E402,F401,I001  (BEVDet detector modules)
-from . import backbones, datasets, evaluation, testing  # noqa: E402,F401  (registration side effects)
+from . import backbones, datasets, engine, evaluation, testing  # noqa: E402,F401  (registration side effects)
 
 __version__ = '0.1.0'

@@ -10,6 +10,15 @@ from types import SimpleNamespace
 
 import pytest
 
+from projects.sparsevit_bevdet.testing.scope import restored_default_scope
+
+
+@pytest.fixture(autouse=True)
+def _isolated_default_scope():
+    """Runners make their scope mmengine's process-wide default; no test sees another test's."""
+    with restored_default_scope():
+        yield
+
 # ----------------------------------------------------------------------------------------------------
 # nuScenes data path (tests/test_synthetic_nuscenes.py, test_nuscenes_converter.py, test_nuscenes_eval.py)
 

@@ -5,7 +5,6 @@ Runs the CPU demo config on the small synthetic set of the session fixture, at a
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -31,41 +30,21 @@ def test_config_builds_the_model(name):
     assert cfg.train_dataloader.dataset.metainfo['classes'] == list(cfg.model.class_names)
 
 
-def _shrink(pipeline: list, input_size: tuple[int, int], src_size: tuple[int, int]) -> list:
-    out = copy.deepcopy(pipeline)
-    for step in out:
-        if step['type'] == 'BEVDetImageAug':
-            step['data_config'] = dict(step['data_config'], input_size=input_size, src_size=src_size)
-    return out
-
-
 def test_cpu_demo_config_trains_and_validates(synthetic_nuscenes, tmp_path):
     from mmengine.runner import Runner
 
-    saved = DefaultScope._instance_dict.copy()
-    cfg = Config.fromfile(CONFIGS / 'bevdet_sparsevit-t_nuscenes-synth_cpu-demo.py')
-    root = str(synthetic_nuscenes.root) + '/'
-    input_size, src_size = (64, 112), tuple(synthetic_nuscenes.image_size)
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.data_root = root
-        cfg[loader].dataset.pipeline = _shrink(cfg[loader].dataset.pipeline, input_size, src_size)
+    from projects.sparsevit_bevdet.testing.configs import small_demo_config
+
+    cfg = small_demo_config(synthetic_nuscenes.root, synthetic_nuscenes.image_size, tmp_path / 'results')
     cfg.train_dataloader.batch_size = 1
-    for evaluator in ('val_evaluator', 'test_evaluator'):
-        cfg[evaluator].data_root = root
-        cfg[evaluator].ann_file = root + 'nuscenes_infos_val.pkl'
-        cfg[evaluator].jsonfile_prefix = str(tmp_path / 'results')
-    cfg.model.img_view_transformer.input_size = input_size
     cfg.train_cfg.max_iters = 3
     cfg.train_cfg.val_interval = 3
     cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
     cfg.default_hooks.checkpoint.interval = 3
     cfg.work_dir = str(tmp_path / 'work')
-    try:
-        runner = Runner.from_cfg(cfg)
-        runner.train()
-        metrics = runner.val_loop.run()
-    finally:
-        DefaultScope._instance_dict = saved
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    metrics = runner.val_loop.run()
     assert (tmp_path / 'work' / 'iter_3.pth').is_file()
     assert 0.0 <= metrics['NuScenes/mAP'] <= 1.0 and 0.0 <= metrics['NuScenes/NDS'] <= 1.0
     assert (tmp_path / 'results' / 'results_nusc.json').is_file()

@@ -3,7 +3,6 @@ mmengine path, malicious pickles are refused without running, and explicit trust
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import functools
 import http.server
@@ -18,12 +17,12 @@ import pytest
 import torch
 from mmengine.logging import HistoryBuffer
 from mmengine.model import Sequential
-from mmengine.registry import DefaultScope
 from mmengine.runner import CheckpointLoader, Runner, load_checkpoint
 from mmengine.runner.checkpoint import _load_checkpoint
 
 import projects.sparsevit_bevdet  # noqa: F401  (installs safe loading, registers the toy modules)
 from projects.sparsevit_bevdet.testing import ToyRegressor
+from projects.sparsevit_bevdet.testing.scope import restored_default_scope
 from projects.sparsevit_bevdet.utils import (
     TRUSTED_GLOBALS_ENV,
     CheckpointSecurityError,
@@ -31,22 +30,6 @@ from projects.sparsevit_bevdet.utils import (
     safe_checkpoint,
     trust_checkpoint_globals,
 )
-
-
-@contextlib.contextmanager
-def restored_default_scope() -> Iterator[None]:
-    """Runners and init_scope make their scope the process-wide default; undo that for other tests."""
-    saved = DefaultScope._instance_dict.copy()
-    try:
-        yield
-    finally:
-        DefaultScope._instance_dict = saved
-
-
-@pytest.fixture(autouse=True)
-def _isolated_default_scope() -> Iterator[None]:
-    with restored_default_scope():
-        yield
 
 
 def toy_runner(work_dir: Path, name: str, max_iters: int = 1, **kwargs) -> Runner:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
+from projects.sparsevit_bevdet.testing.configs import small_demo_config
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
-from test_bevdet_configs import CONFIGS, _shrink  # noqa: E402
 
 
 def load_tool():
@@ -25,41 +24,27 @@ def load_tool():
 
 
 def small_cfg(synthetic_nuscenes, tmp_path) -> Config:
-    cfg = Config.fromfile(CONFIGS / 'bevdet_sparsevit-t_nuscenes-synth_cpu-demo.py')
-    root = str(synthetic_nuscenes.root) + '/'
-    input_size, src_size = (64, 112), tuple(synthetic_nuscenes.image_size)
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.data_root = root
-        cfg[loader].dataset.pipeline = _shrink(cfg[loader].dataset.pipeline, input_size, src_size)
-    for evaluator in ('val_evaluator', 'test_evaluator'):
-        cfg[evaluator].update(data_root=root, ann_file=root + 'nuscenes_infos_val.pkl',
-                              jsonfile_prefix=str(tmp_path / 'results'))
-    cfg.model.img_view_transformer.input_size = input_size
-    return cfg
+    return small_demo_config(synthetic_nuscenes.root, synthetic_nuscenes.image_size, tmp_path / 'results')
 
 
 def test_search_tool_runs_and_resumes(synthetic_nuscenes, tmp_path):
     from mmdet3d.registry import MODELS
 
     tool = load_tool()
-    saved = DefaultScope._instance_dict.copy()
-    try:
-        cfg = small_cfg(synthetic_nuscenes, tmp_path)
-        with DefaultScope.overwrite_default_scope('mmdet3d'):
-            model = MODELS.build(cfg.model)
-        ckpt = tmp_path / 'model.pth'
-        torch.save({'state_dict': model.state_dict()}, ckpt)
-        args = argparse.Namespace(config='cpu-demo', latency_budget_ms=1e6, metric='NuScenes/NDS', population=2,
-                                  parents=1, generations=1, mutation_prob=0.5, ratio_choices=[0.0, 0.4, 0.8],
-                                  latency_repeats=1, threads=None, seed=0, work_dir=tmp_path / 'search')
-        best = tool.run_search(cfg, str(ckpt), args)
-        state = json.loads((tmp_path / 'search' / 'search_state.json').read_text())
-        evaluated = len(state['evaluations'])
-        # a second run with the same state file finds the work done and evaluates nothing new
-        args.generations = 1
-        again = tool.run_search(small_cfg(synthetic_nuscenes, tmp_path), str(ckpt), args)
-    finally:
-        DefaultScope._instance_dict = saved
+    cfg = small_cfg(synthetic_nuscenes, tmp_path)
+    with DefaultScope.overwrite_default_scope('mmdet3d'):
+        model = MODELS.build(cfg.model)
+    ckpt = tmp_path / 'model.pth'
+    torch.save({'state_dict': model.state_dict()}, ckpt)
+    args = argparse.Namespace(config='cpu-demo', latency_budget_ms=1e6, metric='NuScenes/NDS', population=2,
+                              parents=1, generations=1, mutation_prob=0.5, ratio_choices=[0.0, 0.4, 0.8],
+                              latency_repeats=1, threads=None, seed=0, work_dir=tmp_path / 'search')
+    best = tool.run_search(cfg, str(ckpt), args)
+    state = json.loads((tmp_path / 'search' / 'search_state.json').read_text())
+    evaluated = len(state['evaluations'])
+    # a second run with the same state file finds the work done and evaluates nothing new
+    args.generations = 1
+    again = tool.run_search(small_cfg(synthetic_nuscenes, tmp_path), str(ckpt), args)
     assert evaluated >= 2
     assert len(json.loads((tmp_path / 'search' / 'search_state.json').read_text())['evaluations']) == evaluated
     assert again['group_ratios'] == best['group_ratios']

@@ -5,7 +5,6 @@ import pytest
 import torch
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
-from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
@@ -70,13 +69,6 @@ def make_runner(work_dir, max_iters: int, recorder: RecordRatios, resume: bool =
         custom_hooks=[SparsityAdaptationHook(eval_ratios=0.25, seed=7), recorder],
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=4, by_epoch=False)),
         resume=resume, default_scope='mmdet3d', experiment_name=f'adapt_{work_dir.name}_{max_iters}_{resume}')
-
-
-@pytest.fixture(autouse=True)
-def _restore_scope():
-    saved = DefaultScope._instance_dict.copy()
-    yield
-    DefaultScope._instance_dict = saved
 
 
 def test_every_iteration_gets_a_valid_new_configuration(tmp_path):

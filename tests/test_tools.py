@@ -3,7 +3,6 @@ handling in-process."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
@@ -11,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -39,22 +37,6 @@ WITHOUT_EDITABLE_INSTALL = (
     "sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, '__module__', '').startswith('__editable__')]\n"
 )
 RUN_SCRIPT = WITHOUT_EDITABLE_INSTALL + "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n"
-
-
-@contextlib.contextmanager
-def restored_default_scope() -> Iterator[None]:
-    """Runners and init_scope make their scope the process-wide default; undo that for other tests."""
-    saved = DefaultScope._instance_dict.copy()
-    try:
-        yield
-    finally:
-        DefaultScope._instance_dict = saved
-
-
-@pytest.fixture(autouse=True)
-def _isolated_default_scope() -> Iterator[None]:
-    with restored_default_scope():
-        yield
 
 
 def run_tool(tool: str, *args: object, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

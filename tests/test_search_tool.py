@@ -43,7 +43,6 @@ def test_search_tool_runs_and_resumes(synthetic_nuscenes, tmp_path):
     state = json.loads((tmp_path / 'search' / 'search_state.json').read_text())
     evaluated = len(state['evaluations'])
     # a second run with the same state file finds the work done and evaluates nothing new
-    args.generations = 1
     again = tool.run_search(small_cfg(synthetic_nuscenes, tmp_path), str(ckpt), args)
     assert evaluated >= 2
     assert len(json.loads((tmp_path / 'search' / 'search_state.json').read_text())['evaluations']) == evaluated

@@ -376,11 +376,10 @@ def test_keep_mask_matches_what_the_first_block_computes(mmdet_swin):
         b, h, w, c = x.shape
         stage = model.stages[0]
         before = x.reshape(-1, c).clone()
-        from projects.sparsevit_bevdet.backbones.sparsevit import keep_indices, rank_windows, token_importance
+        from projects.sparsevit_bevdet.backbones.sparsevit import keep_indices
 
-        geometry = stage.geometry(h, w, 0, x.device)
-        ranking = rank_windows(geometry.window_importance(token_importance(before, b)))
-        after = stage.blocks[0](before.clone(), geometry, b, keep_indices(ranking, 0.5))
+        ranking = stage.window_rankings(before, b, h, w)[0]
+        after = stage.blocks[0](before.clone(), stage.geometry(h, w, 0, x.device), b, keep_indices(ranking, 0.5))
     changed = (after != before).any(-1).view(b, h, w)
     assert torch.equal(changed, mask[:, ::4, ::4])
 

@@ -162,6 +162,7 @@ def evaluation_demo(dataset, root: Path, work_dir: Path) -> None:
 
 
 def bevdet_demo(root: Path, work_dir: Path, iters: int) -> None:
+    import torch
     from mmengine.config import Config
     from mmengine.runner import Runner
 
@@ -183,7 +184,7 @@ def bevdet_demo(root: Path, work_dir: Path, iters: int) -> None:
     model = runner.model.eval()
     batches = [b for _, b in zip(range(4), runner.test_dataloader)]
     times: dict[float, list[float]] = {0.0: [], 0.6: []}
-    with torch_inference():
+    with torch.inference_mode():
         for batch in batches:
             for ratio in times:
                 model.image_encoder.set_pruning_ratios(ratio)
@@ -199,12 +200,6 @@ def bevdet_demo(root: Path, work_dir: Path, iters: int) -> None:
     print(f"{'window sparsity':16} {'detector ms/sample':>19} {'vs dense':>9} {'mAP':>7} {'NDS':>7}")
     for ratio, ms, m, n in rows:
         print(f'{ratio:16.0%} {1e3 * ms:19.1f} {ms / rows[0][1]:9.3f} {m:7.4f} {n:7.4f}')
-
-
-def torch_inference():
-    import torch
-
-    return torch.inference_mode()
 
 
 def main() -> None:

@@ -19,10 +19,10 @@ import torch
 from .sparsevit import SparseViT, WindowGeometry
 
 
-def _real_tokens_in_fullest_windows(h: int, w: int, window_size: int, shift: int, k: int) -> int:
+def _real_tokens_per_window(h: int, w: int, window_size: int, shift: int) -> torch.Tensor:
+    """``(nW,)`` real (unpadded) tokens of each window, fullest first."""
     geometry = WindowGeometry(h, w, window_size, shift, torch.device('cpu'))
-    per_window = (geometry.token_index >= 0).sum(dim=1)
-    return int(per_window.sort(descending=True).values[:k].sum())
+    return (geometry.token_index >= 0).sum(dim=1).sort(descending=True).values
 
 
 def sparsevit_macs(model: SparseViT, input_shape: tuple[int, int, int, int],
@@ -43,12 +43,14 @@ def sparsevit_macs(model: SparseViT, input_shape: tuple[int, int, int, int],
         c = model.num_features[i]
         num_windows = math.ceil(h / ws) * math.ceil(w / ws)
         hidden = stage.blocks[0].ffn.layers[1].in_features
+        tokens_per_window = {shift: _real_tokens_per_window(h, w, ws, shift)
+                             for shift in {block.shift_size for block in stage.blocks}}
         for block, ratio in zip(stage.blocks, stage.pruning_ratios):
             if swin_layout:
                 macs += b * (num_windows * n * (4 * c * c + 2 * n * c) + h * w * 2 * c * hidden)
                 continue
             k = min(num_windows, int(num_windows * (1 - ratio)))
-            tokens = _real_tokens_in_fullest_windows(h, w, ws, block.shift_size, k)
+            tokens = int(tokens_per_window[block.shift_size][:k].sum())
             macs += b * (k * 2 * n * n * c + tokens * (4 * c * c + 2 * c * hidden))
         if stage.downsample is not None:
             h, w = math.ceil(h / 2), math.ceil(w / 2)

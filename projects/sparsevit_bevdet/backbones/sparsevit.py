@@ -584,6 +584,16 @@ class SparseSwinStage(BaseModule):
                 self._geometries.popitem(last=False)
         return self._geometries[key]
 
+    def window_rankings(self, flat: Tensor, batch_size: int, height: int, width: int) -> dict[int, Tensor]:
+        """For each shift of the stage's blocks, ``(B, nW)`` windows ranked by the importance of ``flat``.
+
+        Args:
+            flat: ``(B * H * W, C)`` tokens the importance is taken from.
+        """
+        importance = token_importance(flat, batch_size)
+        return {shift: rank_windows(self.geometry(height, width, shift, flat.device).window_importance(importance))
+                for shift in {block.shift_size for block in self.blocks}}
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, H, W, C)`` -> (stage output ``(B, H, W, C)``, downsampled map or the output)."""
         b, h, w, c = x.shape
@@ -593,11 +603,8 @@ class SparseSwinStage(BaseModule):
             geometry = self.geometry(h, w, block.shift_size, x.device)
             kept = None
             if ratio > 0:
-                if not rankings:
-                    importance = token_importance(flat, b)
-                    for shift in {blk.shift_size for blk in self.blocks}:
-                        g = self.geometry(h, w, shift, x.device)
-                        rankings[shift] = rank_windows(g.window_importance(importance))
+                if not rankings:  # ranked once per stage, from the first pruned block's input
+                    rankings = self.window_rankings(flat, b, h, w)
                 kept = keep_indices(rankings[block.shift_size], ratio)
             flat = block(flat, geometry, b, kept)
         out = flat.view(b, h, w, c)

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 
 from ..utils.atomic_io import atomic_open
-from .sparsevit import SparseViT, keep_indices, rank_windows, token_importance
+from .sparsevit import SparseViT, keep_indices
 
 
 @torch.no_grad()
@@ -24,8 +24,7 @@ def first_stage_keep_mask(model: SparseViT, images: Tensor, ratio: float) -> Ten
     b, h, w, c = x.shape
     stage = model.stages[0]
     geometry = stage.geometry(h, w, 0, x.device)
-    ranking = rank_windows(geometry.window_importance(token_importance(x.reshape(-1, c), b)))
-    kept = keep_indices(ranking, ratio)
+    kept = keep_indices(stage.window_rankings(x.reshape(-1, c), b, h, w)[0], ratio)
     computed = torch.ones(b * h * w, dtype=torch.bool, device=x.device)
     if kept is not None:
         computed.zero_()

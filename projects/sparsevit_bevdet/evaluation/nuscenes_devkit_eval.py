@@ -132,12 +132,13 @@ def run_detection_eval(nusc: NuScenes, result_path: str | Path, eval_set: str, o
 
     cfg = config_factory(config_name)
     tokens = eval_set_sample_tokens(nusc, eval_set)
+    submission = load_results_file(result_path)
     if validate:
-        validate_results(load_results_file(result_path), tokens, str(result_path), cfg.max_boxes_per_sample)
+        validate_results(submission, tokens, str(result_path), cfg.max_boxes_per_sample)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    if _count_boxes(result_path) == 0:
+    if not any(submission['results'].values()):
         # The devkit cannot load a submission without a single box (it reads the class field of the
         # first box); score it as the devkit scores classes without predictions.
         summary = _no_prediction_metrics(cfg).serialize()
@@ -152,10 +153,6 @@ def run_detection_eval(nusc: NuScenes, result_path: str | Path, eval_set: str, o
     # NaN (e.g. a TP error of a class without matches) is not valid JSON; the summary keeps it as null.
     atomic_write_json(output_dir / 'metrics_summary.json', _nan_to_none(summary), indent=2)
     return summary
-
-
-def _count_boxes(result_path: str | Path) -> int:
-    return sum(len(boxes) for boxes in load_results_file(result_path)['results'].values())
 
 
 def _no_prediction_metrics(cfg):

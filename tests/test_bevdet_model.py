@@ -375,3 +375,23 @@ def test_head_grid_mismatch_is_rejected() -> None:
     cfg['train_cfg']['pts']['grid_size'] = [1024, 1024, 40]
     with pytest.raises(ValueError, match='grid_size'):
         build(cfg)
+
+
+# -- depth supervision ---------------------------------------------------------------------------
+
+def test_depth_loss_rewards_the_right_bin(model: BEVDet) -> None:
+    vt = model.img_view_transformer
+    fh, fw = vt.feature_size
+    d = vt.num_depth
+    gt = np.zeros((1, fh, fw), np.float32)
+    gt[0, 0, 0] = vt.grid_config['depth'][0] + 2 * vt.grid_config['depth'][2]  # bin 2
+    sample = Det3DDataSample(metainfo=dict(gt_depth=gt))
+    right = torch.zeros(1, 1, d, fh, fw)
+    right[:, :, 2] = 1.0
+    wrong = torch.zeros(1, 1, d, fh, fw)
+    wrong[:, :, 3] = 1.0
+    uniform = torch.full((1, 1, d, fh, fw), 1.0 / d)
+    losses = [float(model.depth_loss(x, [sample])) for x in (right, uniform, wrong)]
+    assert losses[0] < 1e-3 < losses[1] < losses[2]
+    with pytest.raises(KeyError, match='BEVDetDepthTarget'):
+        model.depth_loss(right, [Det3DDataSample()])

@@ -242,3 +242,123 @@ def test_submission_without_any_box_scores_zero(synthetic_nuscenes, datasets, tm
     res = evaluate_predictions(metric, dataset, empty)
     assert res['NuScenes/mAP'] == 0.0 and res['NuScenes/NDS'] == 0.0
     assert res['NuScenes/mATE'] == 1.0 and res['NuScenes/AP/car'] == 0.0
+
+
+# ----------------------------------------------------------------------------------------------------
+# repeated evaluations (a search): the database once; subsets of the eval set
+
+
+def test_database_and_ground_truth_loaded_once(synthetic_nuscenes, datasets, monkeypatch):
+    import nuscenes.eval.common.loaders as devkit_loaders
+
+    from projects.sparsevit_bevdet.datasets import nuscenes_converter
+    from projects.sparsevit_bevdet.evaluation import nuscenes_devkit_eval
+
+    loads, gt_loads = [], []
+    real_load, real_gt = nuscenes_converter.load_nuscenes, devkit_loaders.load_gt
+    monkeypatch.setattr(nuscenes_converter, 'load_nuscenes', lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    monkeypatch.setattr(devkit_loaders, 'load_gt', lambda *a, **k: gt_loads.append(a) or real_gt(*a, **k))
+    monkeypatch.setattr(nuscenes_devkit_eval, '_DATABASE', [])  # start without a cached database
+    for _ in range(2):
+        metric = EgoFrameNuScenesMetric(data_root=str(synthetic_nuscenes.root),
+                                        ann_file=str(synthetic_nuscenes.infos['val']), box_frame='ego')
+        res = evaluate_predictions(metric, datasets['ego'], gt_as_predictions(datasets['ego']))
+        assert res['NuScenes/mAP'] == pytest.approx(1.0, abs=1e-6)
+    assert len(loads) == 1 and len(gt_loads) == 1
+
+
+def test_database_reloaded_when_a_table_changes(nuscenes_copy, monkeypatch):
+    import os
+
+    from projects.sparsevit_bevdet.datasets import nuscenes_converter
+    from projects.sparsevit_bevdet.evaluation import cached_nuscenes, nuscenes_devkit_eval
+
+    loads = []
+    real_load = nuscenes_converter.load_nuscenes
+    monkeypatch.setattr(nuscenes_converter, 'load_nuscenes', lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    monkeypatch.setattr(nuscenes_devkit_eval, '_DATABASE', [])
+    first = cached_nuscenes(nuscenes_copy, 'v1.0-mini')
+    assert cached_nuscenes(str(nuscenes_copy) + '/', 'v1.0-mini') is first and len(loads) == 1
+    table = nuscenes_copy / 'v1.0-mini' / 'sample.json'
+    stat = table.stat()
+    os.utime(table, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert cached_nuscenes(nuscenes_copy, 'v1.0-mini') is not first and len(loads) == 2
+
+
+def _jittered_gt_submission(gt_results_file: Path, out: Path, tokens=None) -> Path:
+    """Ground truth with noisy centres and random scores (intermediate APs), optionally only ``tokens``."""
+    data = json.loads(gt_results_file.read_text())
+    rng = np.random.default_rng(0)
+    for boxes in data['results'].values():
+        for box in boxes:
+            box['translation'] = (np.asarray(box['translation']) + rng.normal(0, 0.8, 3)).tolist()
+            box['detection_score'] = float(rng.uniform(0.05, 1.0))
+    if tokens is not None:
+        data['results'] = {t: data['results'][t] for t in tokens}
+    out.write_text(json.dumps(data))
+    return out
+
+
+def _devkit_summary(nusc, result_path: Path, out_dir: Path) -> dict:
+    from nuscenes.eval.detection.config import config_factory
+    from nuscenes.eval.detection.evaluate import DetectionEval
+
+    evaluator = DetectionEval(nusc, config=config_factory('detection_cvpr_2019'), result_path=str(result_path),
+                              eval_set='mini_val', output_dir=str(out_dir), verbose=False)
+    return evaluator.evaluate()[0].serialize()
+
+
+def _assert_same_metrics(ours: dict, devkit: dict) -> None:
+    assert 0.0 < devkit['mean_ap'] < 1.0  # a non-trivial comparison
+    for key in ('mean_ap', 'nd_score'):
+        assert ours[key] == pytest.approx(devkit[key], abs=1e-12)
+    for cls, aps in devkit['label_aps'].items():
+        assert ours['label_aps'][cls] == pytest.approx(aps, abs=1e-12)
+    for key, value in devkit['tp_errors'].items():
+        assert ours['tp_errors'][key] == pytest.approx(value, abs=1e-12, nan_ok=True)
+
+
+def test_evaluation_matches_the_devkit_also_on_a_subset(synthetic_nuscenes, gt_results_file, tmp_path, monkeypatch):
+    """The cached-ground-truth path gives the devkit's numbers; ``sample_tokens`` gives the numbers the devkit
+    gives for a split made of exactly those samples."""
+    import nuscenes.eval.common.loaders as devkit_loaders
+    from nuscenes.utils.splits import create_splits_scenes
+
+    from projects.sparsevit_bevdet.evaluation import cached_nuscenes, run_detection_eval
+
+    nusc = cached_nuscenes(synthetic_nuscenes.root, 'v1.0-mini')
+    full = _jittered_gt_submission(gt_results_file, tmp_path / 'full.json')
+    ours = run_detection_eval(nusc, full, 'mini_val', tmp_path / 'ours')
+    _assert_same_metrics(ours, _devkit_summary(nusc, full, tmp_path / 'devkit'))
+
+    scene = next(s for s in nusc.scene if s['name'] in create_splits_scenes()['mini_val'])
+    tokens = [s['token'] for s in nusc.sample if s['scene_token'] == scene['token']]
+    assert 0 < len(tokens) < len(json.loads(full.read_text())['results'])
+    subset = _jittered_gt_submission(gt_results_file, tmp_path / 'subset.json', tokens)
+    ours = run_detection_eval(nusc, subset, 'mini_val', tmp_path / 'ours_subset', sample_tokens=tokens)
+    assert ours['num_samples'] == len(tokens)
+    # the reference: the unmodified devkit with mini_val redefined as that one scene
+    splits = create_splits_scenes()
+    monkeypatch.setattr(devkit_loaders, 'create_splits_scenes', lambda: dict(splits, mini_val=[scene['name']]))
+    _assert_same_metrics(ours, _devkit_summary(nusc, subset, tmp_path / 'devkit_subset'))
+
+    other = next(t for t in json.loads(full.read_text())['results'] if t not in tokens)
+    with pytest.raises(ValueError, match=rf'subset\.json: 1 of the {len(tokens) + 1} eval samples have no entry'):
+        run_detection_eval(nusc, subset, 'mini_val', tmp_path / 'x', sample_tokens=[*tokens, other])
+    with pytest.raises(ValueError, match="1 of the sample_tokens to evaluate are not in eval set 'mini_val'"):
+        run_detection_eval(nusc, subset, 'mini_val', tmp_path / 'x', sample_tokens=[*tokens, '0' * 32])
+
+
+def test_metric_evaluates_a_dataset_subset(synthetic_nuscenes, tmp_path):
+    """A dataset built with mmengine's ``indices`` and the metric's ``sample_tokens``: only those samples."""
+    full = _dataset(synthetic_nuscenes.root, 'ego')
+    subset = full.get_subset([0, 2, 5])
+    tokens = [subset.get_data_info(i)['token'] for i in range(len(subset))]
+    metric = EgoFrameNuScenesMetric(data_root=str(synthetic_nuscenes.root),
+                                    ann_file=str(synthetic_nuscenes.infos['val']), jsonfile_prefix=str(tmp_path),
+                                    sample_tokens=tokens)
+    res = evaluate_predictions(metric, subset, gt_as_predictions(subset))
+    assert res['NuScenes/mATE'] < 1e-3  # every sample's boxes went to their own sample
+    summary = json.loads((tmp_path / 'metrics_summary.json').read_text())
+    assert summary['num_samples'] == 3
+    assert sorted(json.loads((tmp_path / 'results_nusc.json').read_text())['results']) == sorted(tokens)

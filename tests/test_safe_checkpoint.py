@@ -8,6 +8,7 @@ import functools
 import http.server
 import os
 import pickletools
+import random
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -278,3 +279,25 @@ def test_trust_by_environment_applies_per_load(tmp_path: Path, monkeypatch: pyte
     monkeypatch.delenv(TRUSTED_GLOBALS_ENV)
     with pytest.raises(CheckpointSecurityError):
         _load_checkpoint(str(path))
+
+
+# --- (d) truncated or corrupt files ---------------------------------------------------------------
+
+@pytest.mark.parametrize('damage', ['truncated', 'random bytes'])
+def test_corrupt_checkpoint_names_the_file(runner_checkpoint: Path, tmp_path: Path, damage: str) -> None:
+    data = runner_checkpoint.read_bytes()
+    path = tmp_path / 'broken.pth'
+    path.write_bytes(data[:len(data) // 2] if damage == 'truncated' else random.Random(0).randbytes(len(data)))
+    for load in (lambda: load_checkpoint(ToyRegressor(), str(path)),
+                 lambda: CheckpointLoader.load_checkpoint(str(path))):
+        with pytest.raises(safe_checkpoint.CorruptCheckpointError) as error:
+            load()
+        assert f"'{path}': it is not a readable PyTorch checkpoint (truncated or corrupt" in str(error.value)
+        assert error.value.__cause__ is not None  # torch's own error, for the details
+        assert not isinstance(error.value, CheckpointSecurityError)
+
+
+def test_other_load_errors_of_a_sound_file_pass_through(runner_checkpoint: Path) -> None:
+    with pytest.raises(RuntimeError, match='no_such_device') as error:
+        _load_checkpoint(str(runner_checkpoint), map_location='no_such_device')
+    assert not isinstance(error.value, safe_checkpoint.CorruptCheckpointError)

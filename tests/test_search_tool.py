@@ -1,19 +1,41 @@
-"""tools/search.py end to end on the small synthetic set: a detector checkpoint, real validation scoring,
-measured encoder latency, the outputs a person reads, and resuming from the state file."""
+"""tools/search.py end to end on the small synthetic set: a detector checkpoint, real validation scoring
+(full split and proxy subset), the latency table, the baselines, the outputs a person reads, resuming
+from the state files, refusing another search's state, and the ratios in effect during validation."""
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
+from collections import Counter
 from pathlib import Path
 
+import pytest
 import torch
-from mmengine.config import Config
+from mmdet3d.registry import HOOKS
+from mmengine.hooks import Hook
 from mmengine.registry import DefaultScope
+from mmengine.runner import ValLoop
 
-from projects.sparsevit_bevdet.testing.configs import small_demo_config
+from projects.sparsevit_bevdet.backbones import SparseViT, expand_group_ratios
+from projects.sparsevit_bevdet.engine import find_image_encoder
+from projects.sparsevit_bevdet.search import StateMismatchError
+from projects.sparsevit_bevdet.testing.configs import DEMO_CONFIG, small_demo_config
 
 ROOT = Path(__file__).resolve().parents[1]
+SPACE_DEPTHS = [2, 2, 6, 2]
+# per validation run, the image encoder's ratios before each batch (filled by SearchTestRatioRecorderHook)
+RECORDED: list[list[list[list[float]]]] = []
+
+
+@HOOKS.register_module(force=True)
+class SearchTestRatioRecorderHook(Hook):
+    """Records the ratios in effect before every validation batch, after every other hook ran."""
+
+    priority = 'LOWEST'
+
+    def before_val_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if batch_idx == 0:
+            RECORDED.append([])
+        RECORDED[-1].append(find_image_encoder(runner.model).pruning_ratios)
 
 
 def load_tool():
@@ -23,31 +45,142 @@ def load_tool():
     return module
 
 
-def small_cfg(synthetic_nuscenes, tmp_path) -> Config:
-    return small_demo_config(synthetic_nuscenes.root, synthetic_nuscenes.image_size, tmp_path / 'results')
+@pytest.fixture(scope='module')
+def tool():
+    return load_tool()
 
 
-def test_search_tool_runs_and_resumes(synthetic_nuscenes, tmp_path):
+def small_cfg(synthetic_nuscenes, tmp_path):
+    cfg = small_demo_config(synthetic_nuscenes.root, synthetic_nuscenes.image_size, tmp_path / 'results')
+    # an untrained head keeps 1000 boxes per task for the CPU rotated NMS: most of a validation run's time
+    cfg.model.test_cfg.pts.pre_max_size = 50
+    return cfg
+
+
+@pytest.fixture(scope='module')
+def checkpoint(synthetic_nuscenes, tmp_path_factory) -> Path:
     from mmdet3d.registry import MODELS
 
-    tool = load_tool()
-    cfg = small_cfg(synthetic_nuscenes, tmp_path)
+    tmp = tmp_path_factory.mktemp('search_ckpt')
     with DefaultScope.overwrite_default_scope('mmdet3d'):
-        model = MODELS.build(cfg.model)
-    ckpt = tmp_path / 'model.pth'
-    torch.save({'state_dict': model.state_dict()}, ckpt)
-    args = argparse.Namespace(config='cpu-demo', latency_budget_ms=1e6, metric='NuScenes/NDS', population=2,
-                              parents=1, generations=1, mutation_prob=0.5, ratio_choices=[0.0, 0.4, 0.8],
-                              latency_repeats=1, threads=None, seed=0, work_dir=tmp_path / 'search')
-    best = tool.run_search(cfg, str(ckpt), args)
-    state = json.loads((tmp_path / 'search' / 'search_state.json').read_text())
-    evaluated = len(state['evaluations'])
-    # a second run with the same state file finds the work done and evaluates nothing new
-    again = tool.run_search(small_cfg(synthetic_nuscenes, tmp_path), str(ckpt), args)
-    assert evaluated >= 2
-    assert len(json.loads((tmp_path / 'search' / 'search_state.json').read_text())['evaluations']) == evaluated
-    assert again['group_ratios'] == best['group_ratios']
-    assert best['latency_ms'] > 0 and 0.0 <= best['score'] <= 1.0
-    assert [len(s) for s in best['pruning_ratios']] == [2, 2, 6, 2]
-    assert json.loads((tmp_path / 'search' / 'best.json').read_text())['pruning_ratios'] == best['pruning_ratios']
-    assert (tmp_path / 'search' / 'search_pareto.png').read_bytes()[:4] == b'\x89PNG'
+        model = MODELS.build(small_cfg(synthetic_nuscenes, tmp).model)
+    path = tmp / 'model.pth'
+    torch.save({'state_dict': model.state_dict()}, path)
+    return path
+
+
+SMALL_SEARCH = ['--population', '2', '--parents', '2', '--generations', '1', '--mutation-prob', '0.5',
+                '--ratio-choices', '0.0', '0.4', '0.8', '--table-repeats', '1', '--check-samples', '2',
+                '--check-repeats', '1', '--final-repeats', '2']
+
+
+@pytest.fixture
+def val_runs(monkeypatch) -> list:
+    """Counts validation runs (each is one scored evaluation)."""
+    runs = []
+    real = ValLoop.run
+    monkeypatch.setattr(ValLoop, 'run', lambda self: runs.append(1) or real(self))
+    return runs
+
+
+def search(tool, cfg, checkpoint: Path, work_dir: Path, *extra: str) -> dict:
+    args = tool.parse_args([str(DEMO_CONFIG), str(checkpoint), *SMALL_SEARCH, '--work-dir', str(work_dir), *extra])
+    return tool.run_search(cfg, str(checkpoint), args)
+
+
+def test_search_tool_runs_resumes_and_refuses_other_states(tool, synthetic_nuscenes, checkpoint, tmp_path,
+                                                           val_runs, capsys):
+    work = tmp_path / 'search'
+    best = search(tool, small_cfg(synthetic_nuscenes, tmp_path), checkpoint, work, '--latency-budget-ms', '1e6',
+                  '--uniform-ratios')
+    history = json.loads((work / 'search_history.json').read_text())
+    full = json.loads((work / 'scores_full.json').read_text())['scores']
+    assert len(val_runs) == len(full)  # every candidate scored once, the random search included
+    n = len(history['evolution'])
+    assert n == 2 and len(history['random']) == n
+    assert best['evolution']['evaluations'] == best['random']['evaluations'] == n
+    for name in ('evolution', 'random', 'uniform'):
+        entry = best[name]
+        assert [len(s) for s in entry['pruning_ratios']] == SPACE_DEPTHS
+        assert 0.0 <= entry['score'] <= 1.0
+        assert entry['predicted_latency_ms'] > 0 and entry['measured_latency_ms'] > 0
+        assert entry['meets_budget'] is True  # a 1e6 ms budget
+    assert best['uniform']['ratio'] == 0.0  # the densest uniform ratio within the budget
+    assert [u['ratio'] for u in best['uniform_scored']] == [0.0]
+    assert best['group_ratios'] == best['evolution']['group_ratios'] and best['latency_budget_ms'] == 1e6
+    assert best['measured_ratio'] == pytest.approx(best['latency_ms'] / best['dense_latency_ms'])
+    check = json.loads((work / 'latency_table_check.json').read_text())
+    assert len(check['configs']) == 2 and best['latency_table']['check']['max_abs_relative_error'] == \
+        check['max_abs_relative_error']
+    table = json.loads((work / 'latency_table.json').read_text())
+    assert table['key']['input_shape'][0] == 6 and table['ratio_choices'] == [0.0, 0.4, 0.8]
+    assert json.loads((work / 'best.json').read_text()) == best
+    assert (work / 'search_pareto.png').read_bytes()[:4] == b'\x89PNG'
+    out = capsys.readouterr().out
+    assert 'evolution' in out and 'random' in out and 'uniform 0' in out and 'latency table error' in out
+
+    # the same command again: everything is found done, nothing is scored again
+    val_runs.clear()
+    again = search(tool, small_cfg(synthetic_nuscenes, tmp_path), checkpoint, work, '--latency-budget-ms', '1e6',
+                   '--uniform-ratios')
+    assert val_runs == [] and again['group_ratios'] == best['group_ratios']
+    assert again['evolution']['score'] == best['evolution']['score']
+
+    # another budget: refused, naming the field, its old and new values and what to do
+    with pytest.raises(StateMismatchError, match=r"budget: \{'latency_ratio': None, 'latency_budget_ms': 1000000\.0\} "
+                                                 r"in the state, \{'latency_ratio': 0\.5, 'latency_budget_ms': None\}"
+                       ) as err:
+        search(tool, small_cfg(synthetic_nuscenes, tmp_path), checkpoint, work, '--latency-ratio', '0.5',
+               '--check-samples', '0')
+    assert 'search_state.json' in str(err.value) and 'delete' in str(err.value)
+    assert val_runs == []
+
+
+def test_proxy_scoring_and_ratios_in_effect_during_validation(tool, synthetic_nuscenes, checkpoint, tmp_path):
+    """With the adaptation config's hook installed, every validation batch runs with the candidate's ratios.
+
+    Needs SparsityAdaptationHook to leave explicitly set ratios alone at validation time."""
+    cfg = small_cfg(synthetic_nuscenes, tmp_path)
+    cfg.custom_hooks = [dict(type='SparsityAdaptationHook', ratio_choices=[0.0, 0.4, 0.8], eval_ratios=0.0, seed=0),
+                        dict(type='SearchTestRatioRecorderHook')]
+    RECORDED.clear()
+    work = tmp_path / 'search'
+    best = search(tool, cfg, checkpoint, work, '--latency-ratio', '10', '--proxy-samples', '3',
+                  '--rescore-top', '1', '--uniform-ratios')
+    space = SparseViT(arch='tiny').search_space()
+    proxy = json.loads((work / 'scores_proxy.json').read_text())
+    full = json.loads((work / 'scores_full.json').read_text())
+    assert proxy['fingerprint']['eval_set']['samples'] == [0, 2, 5]  # 3 of 6, evenly spread
+    # reported results come from full-split scores; the proxy score is kept beside them
+    full_by_ratios = {json.dumps(s['ratios']): s['score'] for s in full['scores']}
+    for name in ('evolution', 'random'):
+        assert best[name]['score'] == full_by_ratios[json.dumps(best[name]['group_ratios'])]
+        assert 'proxy_score' in best[name]
+    assert best['budget']['latency_ratio'] == 10.0
+    assert best['latency_budget_ms'] == pytest.approx(10 * best['budget']['dense_predicted_ms'])
+
+    # one recorded validation run per scored evaluation: proxy runs have 3 batches, full-split runs 6
+    assert Counter(len(run) for run in RECORDED) == Counter({3: len(proxy['scores']), 6: len(full['scores'])})
+    for run in RECORDED:
+        assert all(ratios == run[0] for ratios in run)
+    in_effect = Counter(json.dumps(run[0]) for run in RECORDED)
+    scored = Counter(json.dumps(expand_group_ratios(space, s['ratios'])) for s in proxy['scores'] + full['scores'])
+    assert in_effect == scored
+
+
+def test_search_cli_errors(tool, checkpoint, capsys):
+    base = [str(DEMO_CONFIG), str(checkpoint)]
+    with pytest.raises(SystemExit):
+        tool.parse_args(base)
+    assert 'one of the arguments --latency-budget-ms --latency-ratio is required' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tool.parse_args([*base, '--latency-budget-ms', '10', '--latency-ratio', '0.5'])
+    assert 'not allowed with argument' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tool.parse_args([*base, '--latency-ratio', '0.5', '--ratio-choices', '0', '0.5', '--uniform-ratios', '0.3'])
+    assert '--uniform-ratios [0.3] are not among --ratio-choices' in capsys.readouterr().err
+    args = tool.parse_args([*base, '--latency-ratio', '0.5', '--seed', '4'])
+    assert args.random_seed == 5 and args.proxy_samples is None and args.final_repeats == 15
+    assert tool.proxy_indices(6, 3) == [0, 2, 5] and tool.proxy_indices(100, 4) == [0, 33, 66, 99]
+    with pytest.raises(ValueError, match='not fewer than the 6 validation samples'):
+        tool.proxy_indices(6, 6)

@@ -14,7 +14,7 @@ from projects.sparsevit_bevdet.backbones import (
     convert_timm_swin,
     expand_group_ratios,
 )
-from projects.sparsevit_bevdet.backbones.sparsevit import WindowGeometry
+from projects.sparsevit_bevdet.backbones.sparsevit import WindowGeometry, keep_indices
 
 SMALL = dict(embed_dims=24, depths=(2, 2, 4, 2), num_heads=(1, 2, 3, 4), window_size=7,
              drop_path_rate=0.0)
@@ -59,7 +59,7 @@ def reference_keep_mask(x: torch.Tensor, ratio: float, window_size: int, shift: 
     windows = imp.view(b, hp // ws, ws, wp // ws, ws).permute(0, 1, 3, 2, 4).reshape(b, -1, ws * ws)
     scores = windows.norm(dim=-1)
     n_windows = scores.shape[1]
-    k = int(n_windows * (1 - ratio))
+    k = max(1, int(n_windows * (1 - ratio)))
     keep = torch.zeros_like(scores, dtype=torch.bool)
     keep.scatter_(1, scores.topk(k, dim=1).indices, True)
     tokens = keep[:, :, None].expand(-1, -1, ws * ws).reshape(b, hp // ws, wp // ws, ws, ws)
@@ -188,9 +188,7 @@ def test_geometry_equals_pad_roll_partition():
 # -- training ------------------------------------------------------------------------------------
 @pytest.mark.parametrize('with_cp', [False, True])
 def test_gradients_flow_with_pruning(mmdet_swin, with_cp):
-    # the last stage has a single window here, which a ratio > 0 would prune entirely
-    ratios = [[0.5, 0.5], [0.5, 0.5], [0.5] * 4, [0.0, 0.0]]
-    model = SparseViT(**{**SMALL, 'drop_path_rate': 0.1}, with_cp=with_cp, pruning_ratios=ratios)
+    model = SparseViT(**{**SMALL, 'drop_path_rate': 0.1}, with_cp=with_cp, pruning_ratios=0.5)
     model.load_state_dict(mmdet_swin.state_dict())
     model.train()
     torch.manual_seed(0)
@@ -200,6 +198,41 @@ def test_gradients_flow_with_pruning(mmdet_swin, with_cp):
     assert x.grad is not None and x.grad.abs().sum() > 0
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []
+
+
+def test_every_block_computes_a_window_at_high_ratio(mmdet_swin):
+    # at 64 x 64 the stages have 9, 4, 1 and 1 windows: int(nW * (1 - 0.9)) == 0 in all of them
+    assert keep_indices(torch.arange(9).view(1, 9), 0.9).tolist() == [0]
+    model = make_sparsevit(mmdet_swin, pruning_ratios=0.9).train()
+    sum(o.square().mean() for o in model(torch.randn(1, 3, 64, 64))).backward()
+    # DDP without find_unused_parameters needs a gradient for every parameter
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+@pytest.mark.parametrize('ratio', [0.0, 0.5])
+def test_training_after_inference_mode_forward(mmdet_swin, ratio):
+    # search, then fine-tune in one process: the index caches are first built in inference mode
+    model = make_sparsevit(mmdet_swin, pruning_ratios=ratio)
+    x = torch.randn(2, 3, 100, 150)
+    with torch.inference_mode():
+        model(x)
+    model.train()
+    sum(o.square().mean() for o in model(x)).backward()
+    assert model.stages[0].blocks[0].attn.w_msa.qkv.weight.grad is not None
+
+
+def test_window_ranking_is_float32_under_bfloat16_autocast():
+    model = SparseViT(**SMALL)
+    b, h, w = 2, 64, 176  # BEVDet's stage-0 map: 260 windows per image
+    generator = torch.Generator().manual_seed(0)
+    for i, stage in enumerate(model.stages):
+        # a bf16 activation as the forward sees under autocast; the fp32 reference ranks the same values
+        flat = torch.randn(b * h * w, model.num_features[i], generator=generator).bfloat16()
+        expected = stage.window_rankings(flat.float(), b, h, w)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            got = stage.window_rankings(flat, b, h, w)
+        for shift, ranking in expected.items():
+            assert torch.equal(keep_indices(got[shift], 0.5), keep_indices(ranking, 0.5)), (i, shift)
 
 
 def test_with_cp_gives_same_gradients(mmdet_swin):
@@ -273,6 +306,74 @@ def test_arch_shortcut():
     assert model.depths == (2, 2, 18, 2) and model.num_features == [96, 192, 384, 768]
     with pytest.raises(ValueError, match='unknown arch'):
         SparseViT(arch='huge')
+
+
+def test_explicit_arguments_override_arch():
+    # a width-reduced Swin-T: the preset's depths, explicit width and heads
+    model = SparseViT(arch='tiny', embed_dims=32, num_heads=(1, 2, 4, 8), out_indices=(2, 3))
+    assert model.depths == (2, 2, 6, 2) and model.num_features == [32, 64, 128, 256]
+    model.eval()
+    with torch.no_grad():
+        outs = model(torch.randn(6, 3, 128, 352))
+    assert [tuple(o.shape) for o in outs] == [(6, 128, 8, 22), (6, 256, 4, 11)]
+    assert SparseViT(arch='small', depths=(2, 2, 6, 2)).depths == (2, 2, 6, 2)
+    assert SparseViT().num_features == SparseViT(arch='tiny').num_features == [96, 192, 384, 768]
+
+
+@pytest.mark.parametrize('kwargs, error, message', [
+    (dict(pretrain_img_size=(224, 224, 3)), ValueError, 'pretrain_img_size must be an int or 1 or 2 ints'),
+    (dict(pretrain_img_size='224'), TypeError, 'pretrain_img_size must be a sequence of ints'),
+    (dict(pretrain_img_size=0), ValueError, r'pretrain_img_size\[0\] must be >= 1, got 0'),
+    (dict(pretrained='a.pth', init_cfg=dict(type='Pretrained', checkpoint='b.pth')), ValueError,
+     'init_cfg and pretrained cannot be specified at the same time'),
+    (dict(pretrained=1), TypeError, r'pretrained must be a checkpoint path \(str\) or None, got 1'),
+    (dict(init_cfg=[dict(type='Pretrained', checkpoint='a.pth')]), TypeError, 'init_cfg must be a dict or None'),
+    (dict(init_cfg=dict(type='Kaiming')), ValueError, r"only init_cfg=None or dict\(type='Pretrained'"),
+    (dict(in_channels=0), ValueError, 'in_channels must be >= 1, got 0'),
+    (dict(embed_dims=0), ValueError, 'embed_dims must be >= 1, got 0'),
+    (dict(embed_dims=24.0), TypeError, 'embed_dims must be an int, got 24.0'),
+    (dict(embed_dims=25), ValueError, r'stage 2 has 100 channels .* not divisible by num_heads\[2\]=3'),
+    (dict(num_heads=(1, 2, 3, 5)), ValueError, r'not divisible by num_heads\[3\]=5'),
+    (dict(num_heads=(1, 2, 3)), ValueError, 'must have one entry per stage'),
+    (dict(strides=(4, 2, 2)), ValueError, 'must have one entry per stage'),
+    (dict(depths=(2, 0, 4, 2)), ValueError, r'depths\[1\] must be >= 1, got 0'),
+    (dict(depths=2), TypeError, 'depths must be a sequence of ints, got 2'),
+    (dict(patch_size=0), ValueError, 'patch_size must be >= 1, got 0'),
+    (dict(patch_size=2), ValueError, r'strides\[0\]=4 must equal patch_size=2'),
+    (dict(strides=(4, 3, 2, 2)), NotImplementedError, 'only 2 is supported'),
+    (dict(window_size=0), ValueError, 'window_size must be >= 1, got 0'),
+    (dict(mlp_ratio=0), ValueError, r'mlp_ratio must be in \(0, inf\), got 0'),
+    (dict(mlp_ratio='4'), TypeError, 'mlp_ratio must be a number'),
+    (dict(qk_scale=-1.0), ValueError, r'qk_scale must be in \(0, inf\), got -1.0'),
+    (dict(drop_rate=1.0), ValueError, r'drop_rate must be in \[0, 1\), got 1.0'),
+    (dict(attn_drop_rate=-0.1), ValueError, r'attn_drop_rate must be in \[0, 1\), got -0.1'),
+    (dict(drop_path_rate=float('nan')), ValueError, r'drop_path_rate must be in \[0, 1\), got nan'),
+    (dict(out_indices=(0, 4)), ValueError, r'out_indices \(0, 4\) must be distinct stage indices in 0..3'),
+    (dict(out_indices=(1, 1)), ValueError, r'out_indices \(1, 1\) must be distinct'),
+    (dict(out_indices=(-1,)), ValueError, r'out_indices\[0\] must be >= 0, got -1'),
+    (dict(out_indices=3), TypeError, 'out_indices must be a sequence of ints, got 3'),
+    (dict(frozen_stages=5), ValueError, r'frozen_stages must be in \[-1, 4\] \(-1: none frozen\), got 5'),
+    (dict(frozen_stages=-2), ValueError, 'frozen_stages must be >= -1, got -2'),
+    (dict(norm_cfg=dict(eps=1e-6)), TypeError, "norm_cfg must be a dict with a 'type' key"),
+    (dict(act_cfg='GELU'), TypeError, "act_cfg must be a dict with a 'type' key, got 'GELU'"),
+])
+def test_invalid_constructor_arguments_raise(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        SparseViT(**{**SMALL, **kwargs})
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(pretrain_img_size=(224,), use_abs_pos_embed=True),
+    dict(pretrain_img_size=(224, 160), use_abs_pos_embed=True),
+    dict(pretrained='swin.pth'),
+    dict(out_indices=[3, 0], frozen_stages=4),
+    dict(qk_scale=0.2, drop_rate=0.1, attn_drop_rate=0.1, drop_path_rate=0.3),
+    dict(norm_cfg=dict(type='LN', eps=1e-6), act_cfg=dict(type='ReLU')),
+])
+@pytest.mark.filterwarnings('ignore:DeprecationWarning. pretrained is deprecated')
+def test_constructor_accepts_what_mmdet_accepts(kwargs):
+    SwinTransformer(**{**SMALL, **kwargs})
+    SparseViT(**{**SMALL, **kwargs})
 
 
 # -- registries and checkpoints -----------------------------------------------------------------

@@ -1,239 +1,418 @@
-"""The main job on the embedded synthetic data (``make demo``), with what exists so far.
+"""The main job on the embedded synthetic nuScenes (``make demo``): does SparseViT make BEVDet faster at
+nearly the same NDS, and does the search find that configuration under a latency budget?
 
-1. generate the synthetic nuScenes database (real format) and its mmdet3d info pkls, if missing;
-2. load one validation sample through mmdet3d's camera pipeline (6 images);
-3. run SparseViT (Swin-T) on the 6 images at BEVDet's input size: check that ratio 0 equals mmdet's
-   ``SwinTransformer`` with the same weights, and time ratios 0 / 0.4 / 0.6 / 0.8 against it;
-4. draw which windows a stage-0 block computes at 60% sparsity;
-5. evaluate ground truth and random boxes through the metric and the nuScenes devkit;
-6. BEVDet with SparseViT-T (configs/bevdet/..._cpu-demo.py): a short training run on the synthetic train
-   split, then the devkit's mAP / NDS and the detector's latency at 0% and 60% window sparsity.
+Stages (each cached in the work dir; a second run reuses finished stages and a killed run resumes):
 
-Step 6 is a smoke run sized for 2 CPU cores (``--bevdet-iters``), far from a converged detector.
-Outputs go to ``work_dirs/demo/``.
+1. ``data``: generate the synthetic nuScenes (real v1.0-mini format) and its mmdet3d info pkls;
+2. ``dense``: train BEVDet + SparseViT-T from scratch (``configs/bevdet/..._cpu-demo.py``);
+3. ``adapt``: sparsity-aware adaptation from the dense checkpoint (``..._cpu-demo_adapt.py``);
+4. ``search``: ``tools/search.py`` on the adapted detector under a budget of ``--latency-ratio`` x the dense
+   image-encoder latency (evolutionary search, random-search and uniform-ratio baselines);
+5. ``evaluate``: dense (the dense checkpoint, ratio 0), the best uniform ratio within the budget and the
+   searched ratios (the adapted checkpoint) on the full val split through the nuScenes devkit, with the image
+   encoder's and the whole detector's latency measured interleaved in this process (medians);
+6. outputs: one table, ``summary.json``, ``pareto.png`` (NDS vs encoder latency), ``predictions.png``
+   (one val sample's boxes in BEV and on the six cameras) and ``learning_curve.png``.
+
+``--quick`` runs every stage for a few iterations on a tiny generated set (what the test suite runs).
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+DENSE_CONFIG = ROOT / 'configs/bevdet/bevdet_sparsevit-t_nuscenes-synth_cpu-demo.py'
+ADAPT_CONFIG = ROOT / 'configs/bevdet/bevdet_sparsevit-t_nuscenes-synth_cpu-demo_adapt.py'
+PARETO_UNIFORM = (0.2, 0.4, 0.6, 0.8)
 
-def parse_args() -> argparse.Namespace:
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--data-root', type=Path, default=ROOT / 'data/nuscenes-synth')
-    parser.add_argument('--work-dir', type=Path, default=ROOT / 'work_dirs/demo')
-    parser.add_argument('--input-size', type=int, nargs=2, default=[256, 704], metavar=('H', 'W'))
-    parser.add_argument('--repeats', type=int, default=3, help='timed rounds per ratio')
-    parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--bevdet-iters', type=int, default=20,
-                        help='training iterations of the BEVDet smoke run (0 skips step 6)')
-    return parser.parse_args()
+    parser.add_argument('--data-root', type=Path, default=None,
+                        help='synthetic nuScenes root (default data/nuscenes-synth; --quick: <work-dir>/data)')
+    parser.add_argument('--work-dir', type=Path, default=None,
+                        help='outputs and cached stages (default work_dirs/demo; --quick: work_dirs/demo-quick)')
+    parser.add_argument('--latency-ratio', type=float, default=None,
+                        help='search budget: this fraction of the dense image-encoder latency (default 0.6; '
+                        '--quick: 1.0, as fixed costs dominate at its tiny input)')
+    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads')
+    parser.add_argument('--timing-repeats', type=int, default=7, help='interleaved timing rounds per configuration')
+    parser.add_argument('--quick', action='store_true',
+                        help='a few iterations per stage on a tiny generated set (smoke test of the pipeline)')
+    args = parser.parse_args(argv)
+    if args.latency_ratio is None:
+        args.latency_ratio = 1.0 if args.quick else 0.6
+    if not 0.0 < args.latency_ratio <= 1.0:
+        parser.error(f'--latency-ratio must be in (0, 1], got {args.latency_ratio}')
+    default_work = 'work_dirs/demo-quick' if args.quick else 'work_dirs/demo'
+    args.work_dir = (args.work_dir or ROOT / default_work).resolve()
+    args.data_root = (args.data_root or (args.work_dir / 'data' if args.quick else ROOT / 'data/nuscenes-synth'))
+    args.data_root = args.data_root.resolve()
+    return args
 
 
 def section(title: str) -> None:
-    print(f'\n=== {title} ' + '=' * max(0, 90 - len(title)))
+    print(f'\n=== {title} ' + '=' * max(0, 96 - len(title)), flush=True)
 
 
-def ensure_dataset(root: Path) -> None:
+# ----------------------------------------------------------------------------------------------------
+# configuration: the shipped configs, pointed at the data root (and shrunk with --quick)
+
+QUICK_IMAGE_SIZE = (90, 160)
+QUICK_INPUT_SIZE = (64, 176)
+QUICK_SAMPLES_PER_SCENE = 3
+
+
+def demo_config(path: Path, args: argparse.Namespace, work_dir: Path) -> Any:
+    """``path`` read as shipped, reading ``args.data_root``; with ``--quick`` a few iterations at a tiny size."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(path))
+    root = str(args.data_root) + '/'
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = root
+        if args.quick:
+            cfg[loader].num_workers = 0
+            cfg[loader].persistent_workers = False
+            for step in cfg[loader].dataset.pipeline:
+                if step['type'] == 'BEVDetImageAug':
+                    step['data_config'] = dict(step['data_config'], input_size=QUICK_INPUT_SIZE,
+                                               src_size=QUICK_IMAGE_SIZE)
+    for evaluator in ('val_evaluator', 'test_evaluator'):
+        cfg[evaluator].update(data_root=root, ann_file=root + 'nuscenes_infos_val.pkl',
+                              jsonfile_prefix=str(work_dir / 'results'))
+    cfg.work_dir = str(work_dir)
+    if args.quick:
+        cfg.model.img_view_transformer.input_size = QUICK_INPUT_SIZE
+        iters = 2
+        cfg.train_cfg.update(max_iters=iters, val_interval=iters + 1)
+        cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0, end=iters)]
+        cfg.default_hooks.checkpoint.update(interval=iters)
+        cfg.default_hooks.logger.update(interval=1)
+    else:
+        # the demo evaluates every configuration itself, after training
+        cfg.train_cfg.update(val_interval=cfg.train_cfg.max_iters + 1)
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------------
+# stages
+
+
+def stage_data(args: argparse.Namespace) -> None:
     from projects.sparsevit_bevdet.datasets import (
         SyntheticNuScenesConfig,
         create_nuscenes_infos,
         generate_synthetic_nuscenes,
     )
 
+    root = args.data_root
     if (root / 'v1.0-mini').is_dir():
         print(f'{root}/v1.0-mini exists: reusing it')
     else:
-        summary = generate_synthetic_nuscenes(SyntheticNuScenesConfig(out_dir=root), progress=True, log=print)
+        kwargs = dict(samples_per_scene=QUICK_SAMPLES_PER_SCENE, image_size=QUICK_IMAGE_SIZE) if args.quick else {}
+        summary = generate_synthetic_nuscenes(SyntheticNuScenesConfig(out_dir=root, workers=2, **kwargs),
+                                              progress=True, log=print)
         print(summary.table())
-    if not (root / 'nuscenes_infos_val.pkl').is_file() or not (root / 'nuscenes_infos_train.pkl').is_file():
+    if (root / 'nuscenes_infos_val.pkl').is_file() and (root / 'nuscenes_infos_train.pkl').is_file():
+        print(f'{root}/nuscenes_infos_{{train,val}}.pkl exist: reusing them')
+    else:
         for split, path in create_nuscenes_infos(root, 'v1.0-mini', root, progress=True).items():
             print(f'wrote {split} infos: {path}')
-    else:
-        print(f'{root}/nuscenes_infos_{{train,val}}.pkl exist: reusing them')
 
 
-def load_val_dataset(root: Path):
-    from mmengine.registry import init_default_scope
-
-    from projects.sparsevit_bevdet.datasets import CAMERA_NAMES, DETECTION_CLASSES, EgoFrameNuScenesDataset
-
-    init_default_scope('mmdet3d')
-    return EgoFrameNuScenesDataset(
-        data_root=str(root), ann_file='nuscenes_infos_val.pkl', test_mode=True, box_frame='ego',
-        pipeline=[dict(type='LoadMultiViewImageFromFiles', to_float32=True, num_views=6)],
-        metainfo=dict(version='v1.0-mini', classes=DETECTION_CLASSES),
-        modality=dict(use_camera=True, use_lidar=False),
-        data_prefix=dict(pts='samples/LIDAR_TOP', **{c: f'samples/{c}' for c in CAMERA_NAMES}))
+def final_checkpoint(work_dir: Path, max_iters: int) -> Path:
+    return work_dir / f'iter_{max_iters}.pth'
 
 
-def camera_batch(sample: dict, size: tuple[int, int]):
-    """6 loaded images -> resized RGB uint8 list and a normalised ``(6, 3, H, W)`` tensor."""
-    import cv2
-    import numpy as np
-    import torch
-
-    images = sample['img']
-    rgb = [cv2.resize(img[..., ::-1].astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_AREA)
-           for img in images]  # loaded as BGR
-    mean, std = np.array([123.675, 116.28, 103.53]), np.array([58.395, 57.12, 57.375])
-    batch = torch.from_numpy(np.stack([(im - mean) / std for im in rgb])).permute(0, 3, 1, 2).float()
-    return rgb, batch.contiguous()
-
-
-def backbone_demo(batch, rgb: list, work_dir: Path, repeats: int) -> None:
-    import torch
-    from mmdet.models.backbones import SwinTransformer
-
-    from projects.sparsevit_bevdet.backbones import SparseViT
-    from projects.sparsevit_bevdet.backbones.complexity import sparsevit_macs
-    from projects.sparsevit_bevdet.backbones.visualize import first_stage_keep_mask, plot_keep_masks
-
-    torch.manual_seed(0)
-    sparse = SparseViT(arch='tiny', out_indices=(2, 3), drop_path_rate=0.0)
-    sparse.init_weights()  # no pretrained weights can be downloaded here: random init, same in both
-    sparse.eval()
-    dense = SwinTransformer(out_indices=(2, 3), drop_path_rate=0.0)
-    dense.load_state_dict(sparse.state_dict(), strict=True)
-    dense.eval()
-
-    with torch.inference_mode():
-        ref = dense(batch)
-        got = sparse(batch)
-    diff = max((a - b).abs().max().item() for a, b in zip(ref, got))
-    print(f'ratio 0 vs mmdet SwinTransformer (same weights): max |difference| = {diff:.2e} '
-          f'over outputs {[tuple(o.shape) for o in got]}')
-
-    ratios = [0.0, 0.4, 0.6, 0.8]
-    times: dict[str, list[float]] = {'mmdet Swin-T (dense)': [], **{f'SparseViT r={r}': [] for r in ratios}}
-    with torch.inference_mode():
-        for round_idx in range(repeats + 1):
-            for name in times:
-                if name.startswith('SparseViT'):
-                    sparse.set_pruning_ratios(float(name.split('=')[1]))
-                    model = sparse
-                else:
-                    model = dense
-                start = time.perf_counter()
-                model(batch)
-                if round_idx:  # the first round warms up
-                    times[name].append(time.perf_counter() - start)
-    base = statistics.median(times['mmdet Swin-T (dense)'])
-    print(f"\n{'image encoder':24} {'median ms':>10} {'vs mmdet':>9} {'GMACs':>7}")
-    for name, t in times.items():
-        ratio = 0.0 if name.startswith('mmdet') else float(name.split('=')[1])
-        sparse.set_pruning_ratios(ratio)
-        macs = sparsevit_macs(sparse, tuple(batch.shape), swin_layout=name.startswith('mmdet')) / 1e9
-        print(f'{name:24} {1e3 * statistics.median(t):10.1f} {statistics.median(t) / base:9.3f} {macs:7.1f}')
-
-    mask = first_stage_keep_mask(sparse, batch, 0.6)
-    path = work_dir / 'sparsevit_windows_r0.6.png'
-    plot_keep_masks(rgb, mask, [f'camera {i}: {mask[i].float().mean():.0%} of pixels computed' for i in range(6)],
-                    str(path), suptitle='SparseViT stage-0 block at 60% window sparsity (dark = pruned, '
-                    'passed through); random weights')
-    print(f'\nwrote {path}')
-
-
-def evaluation_demo(dataset, root: Path, work_dir: Path) -> None:
-    from projects.sparsevit_bevdet.evaluation import EgoFrameNuScenesMetric
-    from projects.sparsevit_bevdet.testing.nuscenes import (
-        evaluate_predictions,
-        gt_as_predictions,
-        random_predictions,
-    )
-
-    rows = []
-    for name, tag, predictions in (
-            ('ground truth as predictions', 'eval_gt', gt_as_predictions(dataset)),
-            ('random boxes (40 per sample)', 'eval_random', random_predictions(dataset))):
-        metric = EgoFrameNuScenesMetric(data_root=str(root), ann_file=str(root / 'nuscenes_infos_val.pkl'),
-                                        box_frame='ego', jsonfile_prefix=str(work_dir / tag))
-        res = evaluate_predictions(metric, dataset, predictions)
-        rows.append((name, res['NuScenes/mAP'], res['NuScenes/NDS']))
-    print(f"\n{'predictions (ego frame)':32} {'mAP':>7} {'NDS':>7}")
-    for name, m, n in rows:
-        print(f'{name:32} {m:7.4f} {n:7.4f}')
-
-
-def bevdet_demo(root: Path, work_dir: Path, iters: int) -> None:
-    import torch
-    from mmengine.config import Config
+def stage_train(name: str, config: Path, args: argparse.Namespace, load_from: Optional[Path] = None) -> Path:
+    """Train ``config`` in ``<work-dir>/<name>``; reuse a finished run, resume an interrupted one."""
     from mmengine.runner import Runner
 
-    cfg = Config.fromfile(ROOT / 'configs/bevdet/bevdet_sparsevit-t_nuscenes-synth_cpu-demo.py')
-    data_root = str(root) + '/'
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.data_root = data_root
-    for evaluator in ('val_evaluator', 'test_evaluator'):
-        cfg[evaluator].update(data_root=data_root, ann_file=data_root + 'nuscenes_infos_val.pkl',
-                              jsonfile_prefix=str(work_dir / 'bevdet_results'))
-    cfg.work_dir = str(work_dir / 'bevdet')
-    cfg.train_cfg.update(max_iters=iters, val_interval=iters + 1)
-    cfg.param_scheduler = [dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=max(1, iters // 3))]
-    cfg.default_hooks.checkpoint.update(interval=iters)
-    cfg.default_hooks.logger.update(interval=max(1, iters // 6))
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-
-    model = runner.model.eval()
-    batches = [b for _, b in zip(range(4), runner.test_dataloader)]
-    times: dict[float, list[float]] = {0.0: [], 0.6: []}
-    with torch.inference_mode():
-        for batch in batches:
-            for ratio in times:
-                model.image_encoder.set_pruning_ratios(ratio)
-                start = time.perf_counter()
-                model.test_step(batch)
-                times[ratio].append(time.perf_counter() - start)
-    rows = []
-    for ratio in times:
-        model.image_encoder.set_pruning_ratios(ratio)
-        metrics = runner.test_loop.run()
-        rows.append((ratio, statistics.median(times[ratio]), metrics['NuScenes/mAP'], metrics['NuScenes/NDS']))
-    print(f"\nBEVDet + SparseViT-T after {iters} training iterations (a smoke run, not a converged detector)")
-    print(f"{'window sparsity':16} {'detector ms/sample':>19} {'vs dense':>9} {'mAP':>7} {'NDS':>7}")
-    for ratio, ms, m, n in rows:
-        print(f'{ratio:16.0%} {1e3 * ms:19.1f} {ms / rows[0][1]:9.3f} {m:7.4f} {n:7.4f}')
+    work_dir = args.work_dir / name
+    cfg = demo_config(config, args, work_dir)
+    done = final_checkpoint(work_dir, cfg.train_cfg.max_iters)
+    if done.is_file():
+        print(f'{done} exists: reusing the finished {name} training')
+        return done
+    if (work_dir / 'last_checkpoint').is_file():
+        cfg.resume = True  # mmengine reads the latest checkpoint of the work dir
+        print(f'resuming the {name} training from {(work_dir / "last_checkpoint").read_text().strip()}')
+    if load_from is not None:
+        cfg.load_from = str(load_from)
+    print(f'training {config.relative_to(ROOT)} for {cfg.train_cfg.max_iters} iterations '
+          f'(batch {cfg.train_dataloader.batch_size}) in {work_dir}', flush=True)
+    start = time.perf_counter()
+    Runner.from_cfg(cfg).train()
+    print(f'{name} training took {time.perf_counter() - start:.0f} s')
+    return done
 
 
-def main() -> None:
-    args = parse_args()
+def stage_search(checkpoint: Path, args: argparse.Namespace) -> dict:
+    """``tools/search.py`` on the adapted detector; its ``best.json`` (cached: a finished search is reused)."""
+    work_dir = args.work_dir / 'search'
+    best = work_dir / 'best.json'
+    if best.is_file() and (work_dir / 'demo_search_done').is_file():
+        print(f'{best} exists: reusing the finished search')
+        return json.loads(best.read_text())
+    search = _load_tool('search')
+    argv = [str(ADAPT_CONFIG), str(checkpoint), '--latency-ratio', str(args.latency_ratio),
+            '--work-dir', str(work_dir), '--threads', str(args.threads),
+            '--uniform-ratios', *[str(r) for r in PARETO_UNIFORM]]
+    argv += (['--population', '3', '--parents', '2', '--generations', '1', '--table-repeats', '1',
+              '--check-samples', '2', '--check-repeats', '1', '--final-repeats', '2', '--rescore-top', '1']
+             if args.quick else
+             ['--population', '8', '--parents', '4', '--generations', '3', '--proxy-samples', '40',
+              '--rescore-top', '3'])
+    search_args = search.parse_args(argv)
+    cfg = demo_config(ADAPT_CONFIG, args, work_dir)
+    result = search.run_search(cfg, str(checkpoint), search_args)
+    (work_dir / 'demo_search_done').write_text('done\n')
+    return result
+
+
+def _load_tool(name: str) -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f'_sparsevit_tool_{name}', ROOT / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Detector:
+    """One trained detector, ready to test at given ratios and to time (same process, same data)."""
+
+    def __init__(self, name: str, config: Path, checkpoint: Path, args: argparse.Namespace) -> None:
+        from mmengine.runner import Runner
+
+        work_dir = args.work_dir / 'evaluate' / name
+        cfg = demo_config(config, args, work_dir)
+        cfg.load_from = str(checkpoint)
+        self.runner = Runner.from_cfg(cfg)
+        self.runner.load_checkpoint(str(checkpoint), map_location='cpu')
+        self.model = self.runner.model.eval()
+        self.config, self.checkpoint = config, checkpoint
+
+    @property
+    def encoder(self) -> Any:
+        return self.model.image_encoder
+
+    def test(self, ratios: Any) -> dict:
+        self.encoder.set_pruning_ratios(ratios)
+        metrics = self.runner.test_loop.run()
+        return {k: float(v) for k, v in metrics.items()}
+
+
+def stage_evaluate(dense_ckpt: Path, adapt_ckpt: Path, best: dict, args: argparse.Namespace) -> dict:
+    """Score and time dense / uniform / searched; cached per row in ``<work-dir>/evaluate/<name>.json``."""
     import torch
 
-    import projects.sparsevit_bevdet  # noqa: F401  (registers the plugin)
+    cache_dir = args.work_dir / 'evaluate'
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    dense = Detector('dense', DENSE_CONFIG, dense_ckpt, args)
+    adapted = Detector('adapted', ADAPT_CONFIG, adapt_ckpt, args)
+    rows = {
+        'dense': (dense, 0.0),
+        'uniform': (adapted, best['uniform']['pruning_ratios']),
+        'searched': (adapted, best['pruning_ratios']),
+    }
+    results: dict[str, dict] = {}
+    from projects.sparsevit_bevdet.utils.atomic_io import atomic_write_json
+
+    for name, (detector, ratios) in rows.items():
+        cached = cache_dir / f'{name}.json'
+        key = dict(checkpoint=str(detector.checkpoint), pruning_ratios=ratios)
+        if cached.is_file() and json.loads(cached.read_text()).get('key') == key:
+            results[name] = json.loads(cached.read_text())['metrics']
+            print(f'{name}: reusing {cached}')
+            continue
+        print(f'{name}: testing on the full val split at ratios {ratios}', flush=True)
+        metrics = detector.test(ratios)
+        atomic_write_json(cached, dict(key=key, metrics=metrics), indent=1)
+        results[name] = metrics
+
+    # latency: one val sample, every configuration timed in turn within each round (medians)
+    batch = next(iter(dense.runner.test_dataloader))
+    times: dict[str, dict[str, list[float]]] = {n: {'encoder': [], 'detector': []} for n in rows}
+    with torch.inference_mode():
+        data = dense.model.data_preprocessor(batch, False)
+        images = data['inputs']['imgs'].flatten(0, 1)
+        for round_idx in range(args.timing_repeats + 1):
+            for name, (detector, ratios) in rows.items():
+                detector.encoder.set_pruning_ratios(ratios)
+                start = time.perf_counter()
+                detector.encoder(images)
+                mid = time.perf_counter()
+                detector.model.test_step(batch)
+                end = time.perf_counter()
+                if round_idx:  # round 0 warms caches and the allocator
+                    times[name]['encoder'].append(1e3 * (mid - start))
+                    times[name]['detector'].append(1e3 * (end - mid))
+    summary: dict[str, Any] = dict(
+        budget=dict(latency_ratio=args.latency_ratio, encoder_ms=best.get('latency_budget_ms'),
+                    dense_encoder_ms_search=best.get('dense_latency_ms')))
+    for name, (detector, ratios) in rows.items():
+        block_ratios = detector.encoder.pruning_ratios if not isinstance(ratios, float) else ratios
+        detector.encoder.set_pruning_ratios(ratios)
+        summary[name] = dict(
+            config=str(detector.config.relative_to(ROOT)), checkpoint=str(detector.checkpoint),
+            pruning_ratios=detector.encoder.pruning_ratios if isinstance(block_ratios, float) else block_ratios,
+            mAP=results[name]['NuScenes/mAP'], NDS=results[name]['NuScenes/NDS'],
+            encoder_ms=statistics.median(times[name]['encoder']),
+            detector_ms=statistics.median(times[name]['detector']))
+    summary['budget']['encoder_ms_this_run'] = args.latency_ratio * summary['dense']['encoder_ms']
+    summary['_detectors'] = rows  # for the plots; dropped before writing
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------
+# outputs
+
+
+def print_table(summary: dict) -> None:
+    dense = summary['dense']
+    print(f"\n{'configuration':<10} {'mAP':>7} {'NDS':>7} {'encoder ms':>11} {'x dense':>8} {'detector ms':>12} "
+          f"{'x dense':>8}  group-mean ratio per stage")
+    for name in ('dense', 'uniform', 'searched'):
+        row = summary[name]
+        per_stage = [round(sum(s) / len(s), 2) for s in row['pruning_ratios']]
+        print(f"{name:<10} {row['mAP']:7.4f} {row['NDS']:7.4f} {row['encoder_ms']:11.1f} "
+              f"{row['encoder_ms'] / dense['encoder_ms']:8.3f} {row['detector_ms']:12.1f} "
+              f"{row['detector_ms'] / dense['detector_ms']:8.3f}  {per_stage}")
+    budget = summary['budget']
+    print(f"budget: {budget['latency_ratio']} x dense encoder = {budget['encoder_ms_this_run']:.1f} ms in this run "
+          f"({budget['encoder_ms']:.1f} ms in the search's own measurement)")
+
+
+def plot_pareto(summary: dict, search_dir: Path, path: Path) -> None:
+    """NDS vs encoder latency: every search trial, the baselines, dense and the budget."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    from projects.sparsevit_bevdet.utils.atomic_io import atomic_open
+
+    best = json.loads((search_dir / 'best.json').read_text())
+    history = json.loads((search_dir / 'search_history.json').read_text())
+    fig, ax = plt.subplots(figsize=(7.0, 4.6))
+    trials = [e for e in history if e.get('score') is not None]
+    ax.scatter([e['latency'] for e in trials], [e['score'] for e in trials], s=14, color='tab:gray', alpha=0.6,
+               label='search trials (predicted latency)')
+    uniform = best.get('uniform_points', [])
+    if uniform:
+        ax.plot([u['latency_ms'] for u in uniform], [u['score'] for u in uniform], 'o-', color='tab:blue',
+                label='uniform ratios ' + ', '.join(f"{u['ratio']:.1f}" for u in uniform))
+    for key, marker, color in (('random', 's', 'tab:purple'), ('evolution', '*', 'tab:orange')):
+        entry = best.get(key)
+        if entry:
+            ax.scatter([entry['latency_ms']], [entry['score']], marker=marker, s=140, color=color,
+                       label=f'{key} search best', zorder=3)
+    dense = summary['dense']
+    ax.scatter([best['dense_latency_ms']], [dense['NDS']], marker='D', s=60, color='black', label='dense', zorder=3)
+    ax.axvline(best['latency_budget_ms'], color='tab:red', linestyle='--', label='latency budget')
+    ax.set_xlabel('image-encoder latency (ms, latency table)')
+    ax.set_ylabel('NDS (synthetic val)')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_open(path, 'wb') as f:
+        fig.savefig(f, format='png', dpi=120)
+    plt.close(fig)
+
+
+def plot_learning_curve(work_dirs: dict[str, Path], path: Path) -> None:
+    """Total training loss per logged iteration of the dense and adaptation runs (mmengine's scalars.json)."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    from projects.sparsevit_bevdet.utils.atomic_io import atomic_open
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    offset = 0
+    for name, work_dir in work_dirs.items():
+        points: dict[int, float] = {}
+        for scalars in sorted(work_dir.glob('*/vis_data/scalars.json')):
+            for line in scalars.read_text().splitlines():
+                record = json.loads(line)
+                if 'loss' in record and 'iter' in record:
+                    points[int(record['iter'])] = float(record['loss'])
+        if points:
+            its = sorted(points)
+            ax.plot([offset + i for i in its], [points[i] for i in its], label=name)
+            offset += its[-1]
+    ax.set_yscale('log')
+    ax.set_xlabel('iteration (adaptation continues after dense)')
+    ax.set_ylabel('training loss')
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_open(path, 'wb') as f:
+        fig.savefig(f, format='png', dpi=120)
+    plt.close(fig)
+
+
+def plot_sample(summary: dict, path: Path) -> None:
+    """Predicted (searched configuration) and ground-truth boxes of one val sample."""
+    import torch
+
+    from projects.sparsevit_bevdet.visualization import plot_sample_predictions
+
+    detector, ratios = summary['_detectors']['searched']
+    detector.encoder.set_pruning_ratios(ratios)
+    dataset = detector.runner.test_dataloader.dataset
+    index = len(dataset) // 2
+    batch = detector.runner.test_dataloader.collate_fn([dataset[index]])
+    with torch.inference_mode():
+        prediction = detector.model.test_step(batch)[0]
+    plot_sample_predictions(dataset, index, prediction, path)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = parse_args(argv)
+    import torch
+
+    import projects.sparsevit_bevdet  # noqa: F401  (registers the plugin, safe checkpoint loading)
+    from projects.sparsevit_bevdet.utils.atomic_io import atomic_write_json
 
     torch.set_num_threads(args.threads)
     args.work_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
 
-    section('1. synthetic nuScenes (real v1.0-mini format) and mmdet3d infos')
-    ensure_dataset(args.data_root)
-
-    section('2. one validation sample through mmdet3d\'s camera pipeline')
-    dataset = load_val_dataset(args.data_root)
-    sample = dataset[0]
-    print(f'{len(dataset)} val samples; sample {sample["sample_idx"]}: {len(sample["img"])} images of '
-          f'{sample["img"][0].shape[1]}x{sample["img"][0].shape[0]}, '
-          f'{len(sample["eval_ann_info"]["gt_labels_3d"])} ground-truth boxes (ego frame)')
-    rgb, batch = camera_batch(sample, tuple(args.input_size))
-
-    section(f'3-4. SparseViT image encoder on 6 x 3 x {args.input_size[0]} x {args.input_size[1]} '
-            f'({args.threads} CPU threads)')
-    backbone_demo(batch, rgb, args.work_dir, args.repeats)
-
-    section('5. evaluation through EgoFrameNuScenesMetric and the nuScenes devkit (mini_val)')
-    evaluation_demo(dataset, args.data_root, args.work_dir)
-
-    if args.bevdet_iters > 0:
-        section(f'6. BEVDet with SparseViT-T: {args.bevdet_iters} training iterations, then test at 0% / 60% '
-                'sparsity')
-        bevdet_demo(args.data_root, args.work_dir, args.bevdet_iters)
-    print('\ndone; outputs in', args.work_dir)
+    section('1/6 data: synthetic nuScenes (v1.0-mini format) and mmdet3d infos')
+    stage_data(args)
+    section('2/6 dense: BEVDet + SparseViT-T from scratch')
+    dense_ckpt = stage_train('dense', DENSE_CONFIG, args)
+    section('3/6 adapt: sparsity-aware adaptation from the dense checkpoint')
+    adapt_ckpt = stage_train('adapt', ADAPT_CONFIG, args, load_from=dense_ckpt)
+    section(f'4/6 search: per-group pruning ratios under {args.latency_ratio} x the dense encoder latency')
+    best = stage_search(adapt_ckpt, args)
+    section('5/6 evaluate: dense / best uniform / searched on the full val split, latency interleaved')
+    summary = stage_evaluate(dense_ckpt, adapt_ckpt, best, args)
+    section('6/6 results')
+    print_table(summary)
+    plot_pareto(summary, args.work_dir / 'search', args.work_dir / 'pareto.png')
+    plot_sample(summary, args.work_dir / 'predictions.png')
+    plot_learning_curve({'dense': args.work_dir / 'dense', 'adapt': args.work_dir / 'adapt'},
+                        args.work_dir / 'learning_curve.png')
+    written = copy.copy(summary)
+    del written['_detectors']
+    atomic_write_json(args.work_dir / 'summary.json', written, indent=1)
+    for name in ('summary.json', 'pareto.png', 'predictions.png', 'learning_curve.png'):
+        print(f'wrote {args.work_dir / name}')
+    print(f'\ndone in {time.perf_counter() - start:.0f} s')
 
 
 if __name__ == '__main__':

@@ -35,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--out-dir', default='data/nuscenes-synth', help='dataset root to write')
     parser.add_argument('--seed', type=int, default=0, help='random seed; the same seed gives identical files')
-    parser.add_argument('--samples-per-scene', type=int, default=10,
+    parser.add_argument('--samples-per-scene', type=int, default=40,
                         help='key frames per scene (0.5 s apart; at least 2)')
     parser.add_argument('--image-size', type=int, nargs=2, default=(900, 1600), metavar=('H', 'W'),
                         help='camera image height and width (intrinsics scale with it)')

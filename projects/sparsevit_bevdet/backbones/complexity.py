@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .sparsevit import SparseViT, WindowGeometry
+from .sparsevit import SparseViT, WindowGeometry, num_kept_windows
 
 
 def _real_tokens_per_window(h: int, w: int, window_size: int, shift: int) -> torch.Tensor:
@@ -49,7 +49,7 @@ def sparsevit_macs(model: SparseViT, input_shape: tuple[int, int, int, int],
             if swin_layout:
                 macs += b * (num_windows * n * (4 * c * c + 2 * n * c) + h * w * 2 * c * hidden)
                 continue
-            k = min(num_windows, int(num_windows * (1 - ratio)))
+            k = num_kept_windows(num_windows, ratio)
             tokens = int(tokens_per_window[block.shift_size][:k].sum())
             macs += b * (k * 2 * n * n * c + tokens * (4 * c * c + 2 * c * hidden))
         if stage.downsample is not None:

@@ -2,9 +2,9 @@
 
 Every block runs at window level: LayerNorm, (shifted) window attention, both residuals and the
 FFN are computed on the tokens of a set of windows. A block with pruning ratio ``r`` computes only
-the ``int(nW * (1 - r))`` windows of each image with the largest activation norm; the tokens of the
-other windows pass through unchanged. With every ratio at 0 the model is exactly mmdet's
-``SwinTransformer`` and loads its state dict.
+the ``max(1, int(nW * (1 - r)))`` windows of each image with the largest activation norm (ranked
+in float32); the tokens of the other windows pass through unchanged. With every ratio at 0 the
+model is exactly mmdet's ``SwinTransformer`` and loads its state dict.
 
 Layout. Between blocks the feature map is kept as a flat ``(B * H * W, C)`` tensor in map order.
 Padding to window multiples, the cyclic shift and the window partition are a single
@@ -220,8 +220,10 @@ class WindowGeometry:
             if batch_size not in self._dense_plans:
                 if len(self._dense_plans) >= 4:  # batch sizes seen; the last batch of an epoch differs
                     self._dense_plans.clear()
-                every = torch.arange(batch_size * self.num_windows, device=self.token_index.device)
-                self._dense_plans[batch_size] = self._build_plan(every, dense=True)
+                # cached, so built outside inference mode like the geometry (SparseSwinStage.geometry)
+                with torch.inference_mode(False):
+                    every = torch.arange(batch_size * self.num_windows, device=self.token_index.device)
+                    self._dense_plans[batch_size] = self._build_plan(every, dense=True)
             return self._dense_plans[batch_size]
         return self._build_plan(kept_windows, dense=False)
 
@@ -276,8 +278,8 @@ class WindowPlan:
 
 
 def token_importance(x: Tensor, batch_size: int) -> Tensor:
-    """Per-token importance: mean of ``|x|`` over channels. ``(B*H*W, C) -> (B, H*W)``."""
-    return x.detach().abs().mean(dim=-1).view(batch_size, -1)
+    """Per-token importance: mean of ``|x|`` over channels, in float32. ``(B*H*W, C) -> (B, H*W)``."""
+    return x.detach().float().abs().mean(dim=-1).view(batch_size, -1)
 
 
 def rank_windows(scores: Tensor) -> Tensor:
@@ -285,13 +287,27 @@ def rank_windows(scores: Tensor) -> Tensor:
     return torch.argsort(scores, dim=1, descending=True, stable=True)
 
 
-def keep_indices(ranking: Tensor, ratio: float) -> Optional[Tensor]:
-    """Global ids ``b * nW + w`` of the ``int(nW * (1 - ratio))`` top windows of each image.
+def num_kept_windows(num_windows: int, ratio: float) -> int:
+    """Windows per image a block computes: ``max(1, int(nW * (1 - ratio)))``.
 
-    Returns None when every window is kept (the dense path).
+    At least one, so every block's parameters take part in every forward (DDP without
+    ``find_unused_parameters`` needs that) even where a small map has few windows.
+    """
+    return max(1, int(num_windows * (1 - ratio)))
+
+
+def keep_indices(ranking: Tensor, ratio: float) -> Optional[Tensor]:
+    """Global ids ``b * nW + w`` of the top :func:`num_kept_windows` windows of each image.
+
+    Args:
+        ranking: ``(B, nW)`` window ids of each image, best first.
+        ratio: pruning ratio; at least one window per image is kept whatever the ratio.
+
+    Returns:
+        ``(B * k,)`` ids, or None when every window is kept (the dense path).
     """
     batch_size, num_windows = ranking.shape
-    k = int(num_windows * (1 - ratio))
+    k = num_kept_windows(num_windows, ratio)
     if k >= num_windows:
         return None
     kept = ranking[:, :k].sort(dim=1).values  # ascending ids: gathers read memory in order
@@ -579,20 +595,27 @@ class SparseSwinStage(BaseModule):
         if key in self._geometries:
             self._geometries.move_to_end(key)
         else:
-            self._geometries[key] = WindowGeometry(height, width, self.window_size, shift, device)
+            # cached index tensors built under torch.inference_mode would be inference tensors,
+            # which a later training forward cannot save for backward
+            with torch.inference_mode(False):
+                self._geometries[key] = WindowGeometry(height, width, self.window_size, shift, device)
             if len(self._geometries) > GEOMETRY_CACHE_SIZE:
                 self._geometries.popitem(last=False)
         return self._geometries[key]
 
     def window_rankings(self, flat: Tensor, batch_size: int, height: int, width: int) -> dict[int, Tensor]:
-        """For each shift of the stage's blocks, ``(B, nW)`` windows ranked by the importance of ``flat``.
+        """For each shift of the stage's blocks, ``(B, nW)`` windows ranked by the importance of ``flat``
+        (scored in float32 whatever the dtype of ``flat`` and any autocast).
 
         Args:
             flat: ``(B * H * W, C)`` tokens the importance is taken from.
         """
-        importance = token_importance(flat, batch_size)
-        return {shift: rank_windows(self.geometry(height, width, shift, flat.device).window_importance(importance))
-                for shift in {block.shift_size for block in self.blocks}}
+        # float32 with autocast off: bf16 scores tie or swap near-equal windows and change the kept set
+        with torch.autocast(flat.device.type, enabled=False):
+            importance = token_importance(flat, batch_size)
+            return {shift: rank_windows(self.geometry(height, width, shift, flat.device)
+                                        .window_importance(importance))
+                    for shift in {block.shift_size for block in self.blocks}}
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, H, W, C)`` -> (stage output ``(B, H, W, C)``, downsampled map or the output)."""
@@ -633,18 +656,76 @@ class PatchEmbed(nn.Module):
         return self.norm(x) if self.norm is not None else x.contiguous()
 
 
+# Constructor argument checks: at least as strict as mmdet's SwinTransformer and its submodules.
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if not _is_int(value):
+        raise TypeError(f'{name} must be an int, got {value!r}')
+    if value < minimum:
+        raise ValueError(f'{name} must be >= {minimum}, got {value}')
+
+
+def _int_tuple(name: str, value: object, minimum: int = 1) -> tuple[int, ...]:
+    """``value`` as a tuple of ints ``>= minimum`` (a list or tuple, as configs give them)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f'{name} must be a sequence of ints, got {value!r}')
+    for i, item in enumerate(value):
+        _check_int(f'{name}[{i}]', item, minimum)
+    return tuple(value)
+
+
+def _check_number(name: str, value: object, low: float, high: float, include_low: bool) -> None:
+    """A real number in ``[low, high)`` (``(low, high)`` unless ``include_low``); NaN fails."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f'{name} must be a number, got {value!r}')
+    if not ((low <= value if include_low else low < value) and value < high):
+        raise ValueError(f'{name} must be in {"[" if include_low else "("}{low}, {high}), got {value!r}')
+
+
+def _check_layer_cfg(name: str, cfg: object) -> None:
+    if not isinstance(cfg, dict) or 'type' not in cfg:
+        raise TypeError(f"{name} must be a dict with a 'type' key, got {cfg!r}")
+
+
+def _check_init_cfg(init_cfg: object) -> None:
+    """SparseViT starts from scratch (None) or from a checkpoint (``type='Pretrained'``)."""
+    if init_cfg is not None and not isinstance(init_cfg, dict):
+        raise TypeError(f'init_cfg must be a dict or None, got {init_cfg!r}')
+    if init_cfg is not None and (init_cfg.get('type') != 'Pretrained' or 'checkpoint' not in init_cfg):
+        raise ValueError("SparseViT supports only init_cfg=None or dict(type='Pretrained', checkpoint=...), "
+                         f'got {init_cfg!r}')
+
+
+def _image_size(pretrain_img_size: object) -> tuple[int, int]:
+    """An int or 1 or 2 positive ints (as mmdet) -> ``(height, width)``."""
+    size = _int_tuple('pretrain_img_size', (pretrain_img_size,) if _is_int(pretrain_img_size)
+                      else pretrain_img_size)
+    if len(size) not in (1, 2):
+        raise ValueError(f'pretrain_img_size must be an int or 1 or 2 ints, got {pretrain_img_size!r}')
+    return size[0], size[-1]
+
+
 class SparseViT(BaseModule):
     """Swin Transformer with window-level activation pruning.
 
-    Accepts mmdet ``SwinTransformer``'s arguments (same names and defaults) and loads its state
-    dict. Extra arguments:
+    Accepts mmdet ``SwinTransformer``'s arguments (same names and effective defaults; every
+    argument is checked at least as strictly, with ``TypeError``/``ValueError`` naming it) and
+    loads its state dict. Extra arguments:
 
     Args:
-        arch: 'tiny' | 'small' | 'base' | 'large' shortcut for embed_dims / depths / num_heads
-            (explicit values of those arguments are overridden by the arch).
+        embed_dims, depths, num_heads: None takes the value from ``arch``, or Swin-T's (mmdet's
+            defaults 96, (2, 2, 6, 2), (3, 6, 12, 24)) without an ``arch``.
+        arch: 'tiny' | 'small' | 'base' | 'large' preset of embed_dims / depths / num_heads.
+            Precedence: an explicit argument > the arch preset > Swin-T's values, so
+            ``arch='tiny', embed_dims=32, num_heads=(1, 2, 4, 8)`` is a width-reduced Swin-T.
         pruning_ratios: a float for every block, or one list per stage with one ratio per block,
             e.g. ``[[.3, .3], [0, 0], [.1, .1, .2, .2, .2, .2], [0, 0]]``. Ratios must be in
-            [0, 1) and non-decreasing within a stage.
+            [0, 1) and non-decreasing within a stage. A block with ratio ``r`` on a map of ``nW``
+            windows computes ``max(1, int(nW * (1 - r)))`` windows of each image: at least one,
+            so every parameter is used in every forward (DDP without ``find_unused_parameters``).
 
     Public API used by the search and the adaptation hook: :meth:`set_pruning_ratios`,
     :attr:`pruning_ratios`, :meth:`search_space`.
@@ -653,14 +734,14 @@ class SparseViT(BaseModule):
     """
 
     def __init__(self,
-                 pretrain_img_size: Union[int, tuple[int, int]] = 224,
+                 pretrain_img_size: Union[int, Sequence[int]] = 224,
                  in_channels: int = 3,
-                 embed_dims: int = 96,
+                 embed_dims: Optional[int] = None,
                  patch_size: int = 4,
                  window_size: int = 7,
                  mlp_ratio: float = 4,
-                 depths: Sequence[int] = (2, 2, 6, 2),
-                 num_heads: Sequence[int] = (3, 6, 12, 24),
+                 depths: Optional[Sequence[int]] = None,
+                 num_heads: Optional[Sequence[int]] = None,
                  strides: Sequence[int] = (4, 2, 2, 2),
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  qkv_bias: bool = True,
@@ -680,29 +761,61 @@ class SparseViT(BaseModule):
                  arch: Optional[str] = None,
                  pruning_ratios: RatioSpec = 0.0) -> None:
         if pretrained is not None:
+            if not isinstance(pretrained, str):
+                raise TypeError(f'pretrained must be a checkpoint path (str) or None, got {pretrained!r}')
             if init_cfg is not None:
-                raise ValueError('init_cfg and pretrained cannot be specified at the same time')
+                raise ValueError(f'init_cfg and pretrained cannot be specified at the same time '
+                                 f'(init_cfg={init_cfg!r}, pretrained={pretrained!r})')
             init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        _check_init_cfg(init_cfg)
         super().__init__(init_cfg=init_cfg)
+        preset = ARCH_SETTINGS['tiny']
         if arch is not None:
             if arch not in ARCH_SETTINGS:
                 raise ValueError(f'unknown arch {arch!r}; expected one of {sorted(ARCH_SETTINGS)}')
-            embed_dims, depths, num_heads = ARCH_SETTINGS[arch].values()
-        if len(depths) != len(num_heads) or len(strides) != len(depths):
-            raise ValueError(f'depths {tuple(depths)}, num_heads {tuple(num_heads)} and strides '
-                             f'{tuple(strides)} must have one entry per stage')
+            preset = ARCH_SETTINGS[arch]
+        embed_dims = preset['embed_dims'] if embed_dims is None else embed_dims
+        depths = _int_tuple('depths', preset['depths'] if depths is None else depths)
+        num_heads = _int_tuple('num_heads', preset['num_heads'] if num_heads is None else num_heads)
+        strides = _int_tuple('strides', strides)
+        pretrain_size = _image_size(pretrain_img_size)
+        for name, value in (('in_channels', in_channels), ('embed_dims', embed_dims),
+                            ('patch_size', patch_size), ('window_size', window_size)):
+            _check_int(name, value, minimum=1)
+        _check_number('mlp_ratio', mlp_ratio, 0, math.inf, include_low=False)
+        if qk_scale is not None:
+            _check_number('qk_scale', qk_scale, 0, math.inf, include_low=False)
+        for name, value in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
+                            ('drop_path_rate', drop_path_rate)):
+            _check_number(name, value, 0, 1, include_low=True)
+        norm_cfg = dict(type='LN') if norm_cfg is None else norm_cfg
+        act_cfg = dict(type='GELU') if act_cfg is None else act_cfg
+        _check_layer_cfg('norm_cfg', norm_cfg)
+        _check_layer_cfg('act_cfg', act_cfg)
+
+        num_layers = len(depths)
+        if num_layers == 0 or len(num_heads) != num_layers or len(strides) != num_layers:
+            raise ValueError(f'depths {depths}, num_heads {num_heads} and strides {strides} must have '
+                             'one entry per stage (at least one stage)')
+        for i, heads in enumerate(num_heads):
+            if (embed_dims * 2 ** i) % heads:
+                raise ValueError(f'stage {i} has {embed_dims * 2 ** i} channels (embed_dims={embed_dims} * '
+                                 f'2**{i}), not divisible by num_heads[{i}]={heads}')
         if strides[0] != patch_size:
             raise ValueError(f'strides[0]={strides[0]} must equal patch_size={patch_size} '
                              '(non-overlapping patch embedding)')
         if any(s != 2 for s in strides[1:]):
-            raise NotImplementedError(f'patch merging with strides {tuple(strides[1:])}: only 2 is supported')
-        bad = [i for i in out_indices if not 0 <= i < len(depths)]
-        if bad:
-            raise ValueError(f'out_indices {tuple(out_indices)} has indices outside 0..{len(depths) - 1}')
-        norm_cfg = norm_cfg or dict(type='LN')
-        act_cfg = act_cfg or dict(type='GELU')
-        self.depths = tuple(depths)
-        self.out_indices = tuple(out_indices)
+            raise NotImplementedError(f'patch merging with strides {strides[1:]}: only 2 is supported')
+        out_indices = _int_tuple('out_indices', out_indices, minimum=0)
+        if any(i >= num_layers for i in out_indices) or len(set(out_indices)) != len(out_indices):
+            raise ValueError(f'out_indices {out_indices} must be distinct stage indices in '
+                             f'0..{num_layers - 1}')
+        _check_int('frozen_stages', frozen_stages, minimum=-1)
+        if frozen_stages > num_layers:
+            raise ValueError(f'frozen_stages must be in [-1, {num_layers}] (-1: none frozen), '
+                             f'got {frozen_stages}')
+        self.depths = depths
+        self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.convert_weights = convert_weights
         self.use_abs_pos_embed = use_abs_pos_embed
@@ -712,9 +825,7 @@ class SparseViT(BaseModule):
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size,
                                       norm_cfg if patch_norm else None)
         if use_abs_pos_embed:
-            size = (pretrain_img_size, pretrain_img_size) if isinstance(pretrain_img_size, int) \
-                else tuple(pretrain_img_size)
-            self.pretrain_grid = (size[0] // patch_size, size[1] // patch_size)
+            self.pretrain_grid = (pretrain_size[0] // patch_size, pretrain_size[1] // patch_size)
             self.absolute_pos_embed = nn.Parameter(
                 torch.zeros(1, self.pretrain_grid[0] * self.pretrain_grid[1], embed_dims))
         self.drop_after_pos = nn.Dropout(p=drop_rate)
@@ -790,9 +901,7 @@ class SparseViT(BaseModule):
                 elif isinstance(m, WindowMSA):
                     m.init_weights()
             return
-        if self.init_cfg.get('type') != 'Pretrained' or 'checkpoint' not in self.init_cfg:
-            raise ValueError(f"{type(self).__name__} supports only init_cfg=dict(type='Pretrained', "
-                             f'checkpoint=...), got {self.init_cfg}')
+        _check_init_cfg(self.init_cfg)  # it may have been replaced after construction
         load_pretrained_swin(self, self.init_cfg['checkpoint'], convert_official=self.convert_weights,
                              logger=logger)
 

@@ -10,12 +10,20 @@ from .synthetic_nuscenes import (
     SyntheticNuScenesConfig,
     generate_synthetic_nuscenes,
 )
-from .transforms import BEVDetBEVAug, BEVDetImageAug, bev_aug_matrix, image_aug_matrix, project_ego_points
+from .transforms import (
+    BEVDetBEVAug,
+    BEVDetDepthTarget,
+    BEVDetImageAug,
+    bev_aug_matrix,
+    image_aug_matrix,
+    project_ego_points,
+)
 
 __all__ = [
     'CAMERA_NAMES',
     'DETECTION_CLASSES',
     'BEVDetBEVAug',
+    'BEVDetDepthTarget',
     'BEVDetImageAug',
     'EgoFrameNuScenesDataset',
     'GenerationSummary',

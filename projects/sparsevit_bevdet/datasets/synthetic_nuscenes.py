@@ -57,7 +57,7 @@ __all__ = [
 
 VERSION = 'v1.0-mini'
 MARKER_FILE = 'synthetic_nuscenes.json'
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 TABLE_NAMES = ('category', 'attribute', 'visibility', 'instance', 'sensor', 'calibrated_sensor',
                'ego_pose', 'log', 'scene', 'sample', 'sample_data', 'sample_annotation', 'map')
@@ -159,7 +159,7 @@ class SyntheticNuScenesConfig:
 
     out_dir: Path
     seed: int = 0
-    samples_per_scene: int = 10
+    samples_per_scene: int = 40  # real nuScenes scenes hold about 40 key frames (20 s at 2 Hz)
     image_size: Tuple[int, int] = (900, 1600)  # (height, width)
     sample_interval_us: int = 500_000  # nuScenes key frames come at 2 Hz
     jpeg_quality: int = 90
@@ -356,20 +356,26 @@ def _place_objects(rng: np.random.Generator, ego: EgoMotion, times: np.ndarray,
     placed_xy: List[np.ndarray] = []  # (N, 2) per placed object, NaN where not annotated
     placed_rad: List[float] = []
     placed_h: List[float] = []
+    # A scene of many samples holds as many objects per sample as a 10-sample one: the class counts are per
+    # 10 samples, and an instance's annotated span is bounded by how long the moving ego keeps it in range.
+    interval = float(np.median(np.diff(times))) if n > 1 else 0.5
+    density = max(1, math.ceil(n / 10))
     for cls_name in PLACEMENT_ORDER:
         spec = CLASS_SPECS[cls_name]
         lo, hi = spec.count
-        count = int(rng.integers(lo, hi + 1))
+        count = int(rng.integers(lo, hi + 1)) * density
         max_range = ranges[cls_name] - 2.0  # margin: rounding never pushes a box out of range
+        max_span = int(np.clip(1.2 * max_range / max(ego.speed * interval, 1e-6), 2, n))
         n_placed = 0
         for _ in range(count):
             for _attempt in range(400):
                 wlh = tuple(float(v) for v in np.asarray(spec.wlh) * rng.uniform(0.9, 1.1, 3))
                 rad = 0.5 * math.hypot(wlh[0], wlh[1])
-                if n == 2 or rng.random() < 0.75:
+                if n <= 10 and (n == 2 or rng.random() < 0.75):
                     first, last = 0, n - 1
-                else:  # some instances enter or leave the scene, annotated in >= 2 samples
-                    length = int(rng.integers(2, n + 1))
+                else:  # instances enter or leave the scene, annotated in >= 2 samples
+                    length = int(rng.integers(2, min(n, max_span) + 1)) if n <= 10 else \
+                        int(rng.integers(max(2, max_span // 2), min(n, max_span) + 1))
                     first = int(rng.integers(0, n - length + 1))
                     last = first + length - 1
                 k_ref = int(rng.integers(first, last + 1))

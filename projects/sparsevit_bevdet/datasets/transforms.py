@@ -43,8 +43,8 @@ from mmcv.transforms import BaseTransform
 from mmdet3d.registry import TRANSFORMS
 from mmdet3d.structures import LiDARInstance3DBoxes
 
-__all__ = ['BEVDET_BDA_AUG_CONF', 'BEVDET_DATA_CONFIG', 'BEVDetBEVAug', 'BEVDetImageAug', 'ImageAugParams',
-           'bev_aug_matrix', 'image_aug_matrix', 'project_ego_points']
+__all__ = ['BEVDET_BDA_AUG_CONF', 'BEVDET_DATA_CONFIG', 'BEVDetBEVAug', 'BEVDetDepthTarget', 'BEVDetImageAug',
+           'ImageAugParams', 'bev_aug_matrix', 'image_aug_matrix', 'project_ego_points']
 
 # BEVDet's official settings (configs/bevdet/bevdet-r50.py), for reference and as defaults in configs.
 BEVDET_DATA_CONFIG: Dict[str, Any] = dict(input_size=(256, 704), src_size=(900, 1600), resize=(-0.06, 0.11),
@@ -393,3 +393,73 @@ class BEVDetBEVAug(BaseTransform):
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(rot_lim={self.rot_lim}, scale_lim={self.scale_lim}, '
                 f'flip_dx_ratio={self.flip_dx_ratio}, flip_dy_ratio={self.flip_dy_ratio}, is_train={self.is_train})')
+
+
+# ----------------------------------------------------------------------------------------------------
+# depth supervision
+
+
+@TRANSFORMS.register_module()
+class BEVDetDepthTarget(BaseTransform):
+    """LiDAR depth targets per image-feature pixel (BEVDepth-style supervision of the LSS depth).
+
+    Takes the key frame's LiDAR points to the ego frame (``lidar_points['lidar2ego']`` of the infos),
+    projects them into every augmented camera image with the matrices :class:`BEVDetImageAug` wrote, and
+    keeps, per ``downsample x downsample`` patch of the network input (one pixel of the feature map the
+    view transformer receives), the nearest point's depth. Run it after ``LoadPointsFromFile`` and
+    ``BEVDetImageAug`` and *before* :class:`BEVDetBEVAug`, which would move the points.
+
+    Args:
+        downsample: stride of the view transformer's input features (16 in BEVDet).
+        depth_range: ``(min, max)`` depth in metres; points outside are ignored.
+
+    Required keys: ``points`` (``LiDARPoints`` in the LiDAR frame), ``lidar_points['lidar2ego']``,
+    ``img_aug_matrix`` / ``cam2img`` / ``cam2ego`` ``(N, 4, 4)``, ``img_shape``. Added: ``gt_depth``
+    ``(N, H // downsample, W // downsample)`` float32, 0 where no point falls. Keep it through
+    ``Pack3DDetInputs``' ``meta_keys``.
+    """
+
+    def __init__(self, downsample: int = 16, depth_range: Tuple[float, float] = (1.0, 60.0)) -> None:
+        if int(downsample) < 1:
+            raise ValueError(f'BEVDetDepthTarget: downsample must be a positive integer, got {downsample!r}')
+        lo, hi = (float(v) for v in depth_range)
+        if not 0.0 <= lo < hi:
+            raise ValueError(f'BEVDetDepthTarget: depth_range must be (min, max) with 0 <= min < max, '
+                             f'got {depth_range!r}')
+        self.downsample = int(downsample)
+        self.depth_range = (lo, hi)
+
+    def transform(self, results: dict) -> dict:
+        for key, hint in (('points', 'put LoadPointsFromFile(coord_type="LIDAR") before it'),
+                          ('img_aug_matrix', 'put BEVDetImageAug before it'),
+                          ('lidar_points', 'the infos need lidar_points (tools/create_data.py)')):
+            if key not in results:
+                raise KeyError(f'BEVDetDepthTarget: results has no {key!r} ({hint}); keys: {sorted(results)}')
+        if 'bev_aug_matrix' in results:
+            raise RuntimeError('BEVDetDepthTarget must run before BEVDetBEVAug (the BEV augmentation moves the '
+                               'points away from the cameras\' frame)')
+        lidar2ego = np.asarray(results['lidar_points'].get('lidar2ego', np.eye(4)), np.float64)
+        pts = results['points'].tensor[:, :3].numpy().astype(np.float64)
+        pts_ego = pts @ lidar2ego[:3, :3].T + lidar2ego[:3, 3]
+        h, w = results['img_shape'][:2]
+        fh, fw = h // self.downsample, w // self.downsample
+        lo, hi = self.depth_range
+        depth = np.zeros((len(results['img_aug_matrix']), fh, fw), np.float32)
+        for cam, (aug, intr, c2e) in enumerate(zip(results['img_aug_matrix'], results['cam2img'],
+                                                   results['cam2ego'])):
+            uvd = project_ego_points(pts_ego, intr, c2e, aug)
+            col = np.floor(uvd[:, 0] / self.downsample).astype(np.int64)
+            row = np.floor(uvd[:, 1] / self.downsample).astype(np.int64)
+            ok = (uvd[:, 2] >= lo) & (uvd[:, 2] < hi) & (col >= 0) & (col < fw) & (row >= 0) & (row < fh)
+            if not ok.any():
+                continue
+            flat = row[ok] * fw + col[ok]
+            nearest = np.full(fh * fw, np.inf)
+            np.minimum.at(nearest, flat, uvd[ok, 2])
+            nearest[np.isinf(nearest)] = 0.0
+            depth[cam] = nearest.reshape(fh, fw)
+        results['gt_depth'] = depth
+        return results
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}(downsample={self.downsample}, depth_range={self.depth_range})'

@@ -3,11 +3,19 @@
 Every training iteration samples one pruning ratio per search group (a W-MSA / SW-MSA pair of blocks, see
 ``SparseViT.search_space()``) and sets it on the image encoder, so the weights learn to work at every
 sparsity the search may later pick. Ratios within a stage are sorted, because SparseViT keeps a prefix of
-one window ranking per stage and so needs non-decreasing ratios there.
+one window ranking per stage and so needs non-decreasing ratios there. With ``sandwich_prob`` some
+iterations train the densest or the sparsest configuration (the sandwich rule of BigNAS / OFA).
+
+Each iteration's draw comes from a generator seeded with ``(seed, iteration)``: all DDP ranks draw the same
+configuration, and a resumed run samples the same sequence as an uninterrupted one without any state in
+the checkpoint.
+
+The hook only ever undoes what it did: validation, testing and the end of training get back the ratios the
+encoder had before the hook's first sample (or explicit ``eval_ratios``); a model the hook has not changed
+(test-only runs, a search candidate) is evaluated as it is set.
 
 The hook touches the model only through SparseViT's public API (``search_space``,
-``set_pruning_ratios``). Its random state goes into checkpoints, so a resumed run samples the same
-sequence as an uninterrupted one.
+``set_pruning_ratios``, ``pruning_ratios``).
 """
 from __future__ import annotations
 
@@ -19,10 +27,9 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch import nn
 
-from ..backbones.sparsevit import RatioSpec, expand_group_ratios
+from ..backbones.sparsevit import RatioSpec, StageSearchSpace, expand_group_ratios
 
 DEFAULT_RATIO_CHOICES = tuple(round(0.1 * i, 1) for i in range(9))  # 0.0, 0.1, ..., 0.8 as in the paper
-RNG_STATE_KEY = 'sparsity_adaptation_rng'
 
 
 def find_image_encoder(model: nn.Module) -> nn.Module:
@@ -35,7 +42,7 @@ def find_image_encoder(model: nn.Module) -> nn.Module:
             break
     else:
         raise TypeError(f'{type(model).__name__} has no image_encoder, img_backbone or backbone attribute')
-    missing = [m for m in ('search_space', 'set_pruning_ratios') if not hasattr(encoder, m)]
+    missing = [m for m in ('search_space', 'set_pruning_ratios', 'pruning_ratios') if not hasattr(encoder, m)]
     if missing:
         raise TypeError(f'the image encoder {type(encoder).__name__} has no {" / ".join(missing)}: '
                         f'SparsityAdaptationHook needs a SparseViT backbone')
@@ -45,54 +52,79 @@ def find_image_encoder(model: nn.Module) -> nn.Module:
 class SparsityAdaptationHook(Hook):
     """Samples per-group pruning ratios of the image encoder before every training iteration.
 
+    The configuration of iteration ``i`` is drawn from ``np.random.default_rng([seed, i])``, so it is the
+    same on every rank and after a resume. With probability ``sandwich_prob`` it is the densest (every group
+    at ``min(ratio_choices)``) or the sparsest (every group at ``max(ratio_choices)``), each with half that
+    probability; otherwise every group draws uniformly from ``ratio_choices`` (sorted within a stage).
+
+    The hook only undoes what it did. Its first sample after a restore remembers the encoder's ratios
+    (those of the config or command line). ``before_val_epoch``, ``before_test_epoch`` and ``after_train``
+    restore them, or set ``eval_ratios`` if given, but only if the hook has changed the ratios since the
+    last restore; otherwise the model is left alone, so test-only runs and a search that sets a candidate
+    and runs the val loop evaluate exactly what was set. The next training iteration samples again.
+
     Args:
-        ratio_choices: the ratios a group can take (uniformly sampled). Default 0.0, 0.1, ..., 0.8.
-        eval_ratios: ratios set for validation and testing (a float or one list per stage, the
-            backbone's format); None keeps whatever the model has.
-        seed: seed of the sampler; None draws one from the OS (then resuming cannot reproduce it).
+        ratio_choices: the ratios a group can take. Default 0.0, 0.1, ..., 0.8.
+        eval_ratios: ratios to evaluate with after the hook has sampled (a float or one list per stage, the
+            backbone's format); None (default) restores the ratios the encoder had before sampling.
+        seed: non-negative int; with the iteration number it seeds each iteration's draw.
+        sandwich_prob: probability in [0, 1] of training the densest or the sparsest configuration.
     """
 
     priority = 'NORMAL'
 
     def __init__(self, ratio_choices: Sequence[float] = DEFAULT_RATIO_CHOICES,
-                 eval_ratios: Optional[RatioSpec] = 0.0, seed: Optional[int] = 0) -> None:
+                 eval_ratios: Optional[RatioSpec] = None, seed: int = 0, sandwich_prob: float = 0.0) -> None:
         choices = [float(r) for r in ratio_choices]
         bad = [r for r in choices if not 0.0 <= r < 1.0]
         if not choices or bad:
             raise ValueError(f'ratio_choices must be a non-empty list of ratios in [0, 1), got {ratio_choices!r}')
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f'seed must be a non-negative int (each iteration draws from (seed, iteration)), '
+                             f'got {seed!r}')
+        if not 0.0 <= sandwich_prob <= 1.0:
+            raise ValueError(f'sandwich_prob must be a probability in [0, 1], got {sandwich_prob!r}')
         self.ratio_choices = np.array(sorted(set(choices)))
         self.eval_ratios = eval_ratios
-        self.rng = np.random.default_rng(seed)
+        self.seed = int(seed)
+        self.sandwich_prob = float(sandwich_prob)
+        self._ratios_before: Optional[list[list[float]]] = None  # set while the hook's change is not undone
 
-    def sample(self, encoder: nn.Module) -> list[list[float]]:
-        """One configuration: per stage, sorted ratios, one per group, expanded to blocks."""
-        space = encoder.search_space()
-        groups = [sorted(self.rng.choice(self.ratio_choices, size=len(stage.group_blocks)).tolist())
-                  for stage in space]
+    def sample(self, space: Sequence[StageSearchSpace], iteration: int) -> list[list[float]]:
+        """The configuration of ``iteration``: per stage, sorted ratios, one per group, expanded to blocks."""
+        rng = np.random.default_rng([self.seed, iteration])
+        draw = rng.random()
+        if draw < self.sandwich_prob:
+            extreme = self.ratio_choices[0] if draw < self.sandwich_prob / 2 else self.ratio_choices[-1]
+            groups = [[float(extreme)] * len(stage.group_blocks) for stage in space]
+        else:
+            groups = [sorted(rng.choice(self.ratio_choices, size=len(stage.group_blocks)).tolist())
+                      for stage in space]
         return expand_group_ratios(space, groups)
 
     def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Union[dict, tuple, list, None] = None
                           ) -> None:
         encoder = find_image_encoder(runner.model)
-        ratios = self.sample(encoder)
+        if self._ratios_before is None:
+            self._ratios_before = encoder.pruning_ratios
+        ratios = self.sample(encoder.search_space(), runner.iter)
         encoder.set_pruning_ratios(ratios)
         flat = [r for stage in ratios for r in stage]
         runner.message_hub.update_scalar('train/mean_pruning_ratio', float(np.mean(flat)))
 
     def before_val_epoch(self, runner: Any) -> None:
-        self._set_eval_ratios(runner)
+        self._undo(runner)
 
     def before_test_epoch(self, runner: Any) -> None:
-        self._set_eval_ratios(runner)
+        self._undo(runner)
 
-    def _set_eval_ratios(self, runner: Any) -> None:
-        if self.eval_ratios is not None:
-            find_image_encoder(runner.model).set_pruning_ratios(self.eval_ratios)
+    def after_train(self, runner: Any) -> None:
+        self._undo(runner)
 
-    def before_save_checkpoint(self, runner: Any, checkpoint: dict) -> None:
-        checkpoint.setdefault('meta', {})[RNG_STATE_KEY] = self.rng.bit_generator.state
-
-    def after_load_checkpoint(self, runner: Any, checkpoint: dict) -> None:
-        state = checkpoint.get('meta', {}).get(RNG_STATE_KEY)
-        if state is not None:
-            self.rng.bit_generator.state = state
+    def _undo(self, runner: Any) -> None:
+        """Restore the remembered ratios (or set ``eval_ratios``) if the hook changed them since the last time."""
+        if self._ratios_before is None:
+            return
+        ratios = self._ratios_before if self.eval_ratios is None else self.eval_ratios
+        find_image_encoder(runner.model).set_pruning_ratios(ratios)
+        self._ratios_before = None

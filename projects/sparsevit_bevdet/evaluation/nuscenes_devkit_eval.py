@@ -3,13 +3,22 @@
 The devkit's ``DetectionEval`` fails on bad input with bare assertions ("Samples in split doesn't match
 samples in predictions.") or crashes deep inside; :func:`validate_results` checks a submission first and
 raises ``ValueError`` naming the file, the sample token, the box and the field. :func:`run_detection_eval`
-then runs the devkit unchanged and writes ``metrics_summary.json`` atomically.
+then runs the devkit's evaluation (its own loaders, filters and ``DetectionEval.evaluate``) and writes
+``metrics_summary.json`` atomically.
+
+Repeated evaluations (a search scores many candidates) do not reload anything: :func:`cached_nuscenes`
+keeps the last ``NuScenes`` database while its root, version and table files (mtime, size) are unchanged,
+and the ground truth of an eval set is loaded and filtered once per database object. ``sample_tokens``
+evaluates a subset of the eval set (e.g. a search's proxy subset) exactly as the devkit would evaluate a
+split made of those samples: the ground truth is restricted to them, and every one must be predicted.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
@@ -17,9 +26,11 @@ from ..utils.atomic_io import atomic_write_json
 
 if TYPE_CHECKING:
     from nuscenes import NuScenes
+    from nuscenes.eval.common.data_classes import EvalBoxes
+    from nuscenes.eval.detection.data_classes import DetectionConfig
 
-__all__ = ['EVAL_SET_BY_VERSION', 'eval_set_sample_tokens', 'flatten_summary', 'format_summary',
-           'load_results_file', 'run_detection_eval', 'validate_results']
+__all__ = ['EVAL_SET_BY_VERSION', 'cached_nuscenes', 'eval_set_sample_tokens', 'flatten_summary',
+           'format_summary', 'load_results_file', 'run_detection_eval', 'validate_results']
 
 EVAL_SET_BY_VERSION = {'v1.0-mini': 'mini_val', 'v1.0-trainval': 'val'}
 # The devkit ties its predefined splits to a database version (load_gt asserts it).
@@ -122,16 +133,102 @@ def validate_results(data: Dict[str, Any], expected_samples: Sequence[str], sour
                                  f'{", ".join(ATTRIBUTE_NAMES)}')
 
 
+def _database_key(dataroot: str | Path, version: str) -> tuple:
+    root = Path(dataroot).resolve()
+    tables = sorted((root / version).glob('*.json'))
+    return (str(root), version, tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in tables))
+
+
+# The last database loaded: (key, NuScenes). One entry, as a real trainval database takes gigabytes.
+_DATABASE: list[tuple[tuple, NuScenes]] = []
+# Filtered ground truth per database object and (eval set, config); dropped with the database.
+_GROUND_TRUTH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def cached_nuscenes(dataroot: str | Path, version: str) -> NuScenes:
+    """``load_nuscenes(dataroot, version)``, loaded once and kept while the root, the version and the table
+    files (names, mtimes, sizes) stay the same."""
+    from ..datasets import nuscenes_converter
+
+    key = _database_key(dataroot, version)
+    if not _DATABASE or _DATABASE[0][0] != key:
+        _DATABASE.clear()
+        _DATABASE.append((key, nuscenes_converter.load_nuscenes(dataroot, version)))
+    return _DATABASE[0][1]
+
+
+def _filtered_ground_truth(nusc: NuScenes, eval_set: str, cfg: DetectionConfig, config_name: str,
+                           verbose: bool) -> EvalBoxes:
+    """The eval set's ground truth as ``DetectionEval.__init__`` prepares it (load, centre distances, range
+    and point filters), once per database object."""
+    from nuscenes.eval.common.loaders import add_center_dist, filter_eval_boxes, load_gt
+    from nuscenes.eval.detection.data_classes import DetectionBox
+
+    per_db = _GROUND_TRUTH.setdefault(nusc, {})
+    if (eval_set, config_name) not in per_db:
+        gt = add_center_dist(nusc, load_gt(nusc, eval_set, DetectionBox, verbose=verbose))
+        per_db[(eval_set, config_name)] = filter_eval_boxes(nusc, gt, cfg.class_range, verbose=verbose)
+    return per_db[(eval_set, config_name)]
+
+
+def _restrict(boxes: EvalBoxes, sample_tokens: Sequence[str]) -> EvalBoxes:
+    from nuscenes.eval.common.data_classes import EvalBoxes
+
+    out = EvalBoxes()
+    for token in sample_tokens:
+        out.add_boxes(token, boxes[token])
+    return out
+
+
+def _detection_eval(nusc: NuScenes, cfg: DetectionConfig, result_path: Path, eval_set: str,
+                    gt_boxes: EvalBoxes, output_dir: Path, verbose: bool):
+    """The devkit's ``DetectionEval`` on prepared ground truth: its ``__init__`` with ``load_gt`` and the
+    ground-truth filtering replaced by ``gt_boxes``, then its own ``evaluate()``."""
+    from nuscenes.eval.common.loaders import add_center_dist, filter_eval_boxes, load_prediction
+    from nuscenes.eval.detection.data_classes import DetectionBox
+    from nuscenes.eval.detection.evaluate import DetectionEval
+
+    class PreparedGroundTruthEval(DetectionEval):
+        def __init__(self) -> None:  # the attributes DetectionEval.evaluate / render / main use
+            self.nusc, self.result_path, self.eval_set, self.cfg = nusc, str(result_path), eval_set, cfg
+            self.output_dir, self.verbose = str(output_dir), verbose
+            self.plot_dir = os.path.join(self.output_dir, 'plots')
+            os.makedirs(self.plot_dir, exist_ok=True)
+            pred, self.meta = load_prediction(self.result_path, cfg.max_boxes_per_sample, DetectionBox,
+                                              verbose=verbose)
+            if set(pred.sample_tokens) != set(gt_boxes.sample_tokens):
+                raise ValueError(f'{result_path}: the predicted samples differ from the evaluated ones')
+            self.pred_boxes = filter_eval_boxes(nusc, add_center_dist(nusc, pred), cfg.class_range,
+                                                verbose=verbose)
+            self.gt_boxes = gt_boxes
+            self.sample_tokens = gt_boxes.sample_tokens
+
+    return PreparedGroundTruthEval().evaluate()
+
+
 def run_detection_eval(nusc: NuScenes, result_path: str | Path, eval_set: str, output_dir: str | Path,
                        config_name: str = 'detection_cvpr_2019', verbose: bool = False,
-                       validate: bool = True) -> Dict[str, Any]:
-    """Validate ``result_path``, run the devkit's ``DetectionEval`` on it and return its metrics summary
-    (``DetectionMetrics.serialize()``), also written to ``<output_dir>/metrics_summary.json``."""
+                       validate: bool = True, sample_tokens: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Validate ``result_path``, run the devkit's detection evaluation on it and return its metrics summary
+    (``DetectionMetrics.serialize()``), also written to ``<output_dir>/metrics_summary.json``.
+
+    Args:
+        sample_tokens: evaluate only these samples of ``eval_set`` (all of them by default); the
+            submission must hold exactly these.
+    """
     from nuscenes.eval.detection.config import config_factory
-    from nuscenes.eval.detection.evaluate import DetectionEval
 
     cfg = config_factory(config_name)
     tokens = eval_set_sample_tokens(nusc, eval_set)
+    if sample_tokens is not None:
+        in_set = set(tokens)
+        outside = [t for t in sample_tokens if t not in in_set]
+        if outside:
+            raise ValueError(f'{len(outside)} of the sample_tokens to evaluate are not in eval set {eval_set!r}; '
+                             f'first: {", ".join(outside[:5])}')
+        if not sample_tokens:
+            raise ValueError('sample_tokens is empty: nothing to evaluate')
+        tokens = list(dict.fromkeys(sample_tokens))
     submission = load_results_file(result_path)
     if validate:
         validate_results(submission, tokens, str(result_path), cfg.max_boxes_per_sample)
@@ -143,9 +240,10 @@ def run_detection_eval(nusc: NuScenes, result_path: str | Path, eval_set: str, o
         # first box); score it as the devkit scores classes without predictions.
         summary = _no_prediction_metrics(cfg).serialize()
     else:
-        evaluator = DetectionEval(nusc, config=cfg, result_path=str(result_path), eval_set=eval_set,
-                                  output_dir=str(output_dir), verbose=verbose)
-        metrics, _ = evaluator.evaluate()
+        gt = _filtered_ground_truth(nusc, eval_set, cfg, config_name, verbose)
+        if sample_tokens is not None:
+            gt = _restrict(gt, tokens)
+        metrics, _ = _detection_eval(nusc, cfg, Path(result_path), eval_set, gt, output_dir, verbose)
         summary = metrics.serialize()
     summary['eval_set'] = eval_set
     summary['num_samples'] = len(tokens)

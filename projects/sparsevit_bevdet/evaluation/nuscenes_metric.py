@@ -5,8 +5,13 @@ BEVDet predicts in the ego frame of the key frame, so that chain would move ever
 mounting offset and rotate it by -90 degrees. :class:`EgoFrameNuScenesMetric` takes the frame as an option
 (``box_frame='ego'`` by default, ``'lidar'`` for LiDAR-frame detectors), converts the boxes to global
 coordinates with vectorised exact rotations, writes the submission JSON atomically, checks it, runs the
-official devkit unchanged and returns mAP, NDS, mATE, mASE, mAOE, mAVE, mAAE and per-class AP, which
+official devkit evaluation and returns mAP, NDS, mATE, mASE, mAOE, mAVE, mAAE and per-class AP, which
 mmengine logs under the metric prefix (``NuScenes/mAP``, ``NuScenes/AP/car``, ...).
+
+The nuScenes database and the eval set's ground truth are loaded once per process and reused while the
+tables are unchanged (:func:`.nuscenes_devkit_eval.cached_nuscenes`), so repeated validations (a search)
+do not reload them. ``sample_tokens`` evaluates a subset of the eval set (e.g. a dataset built with
+mmengine's ``indices``): the devkit then sees exactly those samples, ground truth included.
 
 Config use::
 
@@ -15,7 +20,10 @@ Config use::
 
 Input (``process``): ``Det3DDataSample``s or their dicts with ``sample_idx`` and ``pred_instances_3d``
 holding ``bboxes_3d`` (a ``BaseInstance3DBoxes`` in the chosen frame, 9 dims: x, y, z (bottom centre),
-x_size, y_size, z_size, yaw, vx, vy), ``scores_3d`` and ``labels_3d``.
+x_size, y_size, z_size, yaw, vx, vy), ``scores_3d`` and ``labels_3d``. A sample is matched to its info
+by its ``token`` meta key when it has one (the BEVDet pipelines pack it), else by ``sample_idx``: mmengine
+sets that to the position in the dataset, which for a subset (``indices``) is the position in the subset,
+matched to ``sample_tokens[sample_idx]``.
 """
 from __future__ import annotations
 
@@ -31,7 +39,13 @@ from mmengine.logging import MMLogger
 
 from ..datasets.geometry import matrix_to_quat
 from ..utils.atomic_io import atomic_write_json
-from .nuscenes_devkit_eval import EVAL_SET_BY_VERSION, flatten_summary, format_summary, run_detection_eval
+from .nuscenes_devkit_eval import (
+    EVAL_SET_BY_VERSION,
+    cached_nuscenes,
+    flatten_summary,
+    format_summary,
+    run_detection_eval,
+)
 
 __all__ = ['EgoFrameNuScenesMetric', 'boxes_to_nusc_results', 'default_attribute']
 
@@ -152,6 +166,9 @@ class EgoFrameNuScenesMetric(NuScenesMetric):
         format_only: only write the submission (e.g. for the test server); needs ``jsonfile_prefix``.
         jsonfile_prefix: folder for ``results_nusc.json`` and ``metrics_summary.json``; a temporary
             folder (removed afterwards) if None.
+        sample_tokens: evaluate only these samples of the eval set (each must be predicted), in the order
+            of the evaluated dataset (e.g. a dataset built with mmengine's ``indices``); None evaluates the
+            whole eval set.
         Other arguments as mmdet3d's ``NuScenesMetric``.
     """
 
@@ -169,7 +186,8 @@ class EgoFrameNuScenesMetric(NuScenesMetric):
                  jsonfile_prefix: Optional[str] = None,
                  eval_version: str = 'detection_cvpr_2019',
                  collect_device: str = 'cpu',
-                 backend_args: Optional[dict] = None) -> None:
+                 backend_args: Optional[dict] = None,
+                 sample_tokens: Optional[Sequence[str]] = None) -> None:
         if box_frame not in BOX_FRAMES:
             raise ValueError(f'box_frame must be one of {BOX_FRAMES}, got {box_frame!r}')
         if modality is None:
@@ -183,6 +201,7 @@ class EgoFrameNuScenesMetric(NuScenesMetric):
             raise ValueError(f'EgoFrameNuScenesMetric evaluates metric "bbox" only, got {self.metrics}')
         self.box_frame = box_frame
         self.eval_set = eval_set
+        self.sample_tokens = None if sample_tokens is None else list(sample_tokens)
 
     def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
         """Keep each sample's predictions as compact numpy arrays (cheap to collect across ranks)."""
@@ -205,7 +224,7 @@ class EgoFrameNuScenesMetric(NuScenesMetric):
                                  f'the nuScenes metric needs 9 (x, y, z, x_size, y_size, z_size, yaw, vx, vy)')
             boxes = np.concatenate([_to_numpy(bboxes.gravity_center), _to_numpy(bboxes.dims),
                                     _to_numpy(bboxes.yaw)[:, None], tensor[:, 7:9]], 1).astype(np.float64)
-            self.results.append({'sample_idx': int(sample['sample_idx']), 'boxes': boxes,
+            self.results.append({'sample_idx': int(sample['sample_idx']), 'token': sample.get('token'), 'boxes': boxes,
                                  'scores': _to_numpy(pred['scores_3d']).astype(np.float64),
                                  'labels': _to_numpy(pred['labels_3d']).astype(np.int64)})
 
@@ -214,12 +233,20 @@ class EgoFrameNuScenesMetric(NuScenesMetric):
         """The devkit submission dict of the processed results."""
         infos = load(self.ann_file, backend_args=self.backend_args)['data_list']
         by_idx = {info['sample_idx']: info for info in infos}
+        by_token = {info['token']: info for info in infos}
         submission: Dict[str, List[dict]] = {}
         for res in results:
-            info = by_idx.get(res['sample_idx'])
+            token = res.get('token')
+            if token is None and self.sample_tokens is not None:
+                if not 0 <= res['sample_idx'] < len(self.sample_tokens):
+                    raise ValueError(f'sample_idx {res["sample_idx"]} is outside the {len(self.sample_tokens)} '
+                                     f'sample_tokens of the evaluated subset')
+                token = self.sample_tokens[res['sample_idx']]
+            info = by_idx.get(res['sample_idx']) if token is None else by_token.get(token)
             if info is None:
-                raise ValueError(f'{self.ann_file}: no sample with sample_idx {res["sample_idx"]}; was the '
-                                 f'metric given the info file of the evaluated dataset?')
+                which = f'sample_idx {res["sample_idx"]}' if token is None else f'token {token}'
+                raise ValueError(f'{self.ann_file}: no sample with {which}; was the metric given the info file '
+                                 f'of the evaluated dataset?')
             if info['token'] in submission:
                 raise ValueError(f'sample {info["token"]} (sample_idx {res["sample_idx"]}) was predicted twice')
             submission[info['token']] = boxes_to_nusc_results(
@@ -251,10 +278,9 @@ class EgoFrameNuScenesMetric(NuScenesMetric):
             if eval_set is None:
                 raise ValueError(f'no default eval set for version {version!r}; set eval_set, or format_only=True '
                                  f'for v1.0-test')
-            from ..datasets.nuscenes_converter import load_nuscenes
-
-            nusc = load_nuscenes(self.data_root, version)
-            summary = run_detection_eval(nusc, result_path, eval_set, out_dir, self.eval_version)
+            nusc = cached_nuscenes(self.data_root, version)
+            summary = run_detection_eval(nusc, result_path, eval_set, out_dir, self.eval_version,
+                                         sample_tokens=self.sample_tokens)
             logger.info('nuScenes detection evaluation (official devkit):\n' + format_summary(summary))
             return flatten_summary(summary, classes)
         finally:

@@ -89,6 +89,10 @@ class BEVDet(Base3DDetector):
         pts_bbox_head: mmdet3d's ``CenterHead`` config (``CenterPointBBoxCoder``).
         train_cfg, test_cfg: ``dict(pts=...)`` as in BEVDet / CenterPoint configs, passed to the head.
         data_preprocessor: ``Det3DDataPreprocessor`` config (multi-view images -> ``(B, N, 3, H, W)``).
+        depth_loss_weight: weight of the LiDAR depth supervision of the view transformer's depth
+            distribution (BEVDepth, Li et al. 2022: binary cross-entropy against the one-hot depth bin of
+            the nearest LiDAR point per feature pixel, weight 3.0 there); 0 (default) trains as BEVDet.
+            Needs ``gt_depth`` in the metainfo (``BEVDetDepthTarget`` in the training pipeline).
         class_names: the dataset's classes in label order (``metainfo['classes']``). CenterHead reads label
             ``k`` as the ``k``-th class of its tasks flattened, so the two orders must agree; given, this is
             checked at build time. BEVDet's task grouping needs BEVDet's class order (car, truck,
@@ -107,8 +111,12 @@ class BEVDet(Base3DDetector):
                  test_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
                  class_names: Optional[Sequence[str]] = None,
+                 depth_loss_weight: float = 0.0,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if not depth_loss_weight >= 0.0:
+            raise ValueError(f'depth_loss_weight must be >= 0, got {depth_loss_weight!r}')
+        self.depth_loss_weight = float(depth_loss_weight)
         self.img_backbone = MODELS.build(img_backbone)
         self.img_neck = MODELS.build(img_neck) if img_neck is not None else None
         self.img_view_transformer = MODELS.build(img_view_transformer)
@@ -215,6 +223,11 @@ class BEVDet(Base3DDetector):
     def extract_feat(self, batch_inputs_dict: Dict[str, Any],
                      batch_data_samples: Sequence[Det3DDataSample]) -> List[Tensor]:
         """Images + metainfo -> ``[BEV feature map (B, C, ny', nx')]`` (the head's input list)."""
+        return self._extract_bev_and_depth(batch_inputs_dict, batch_data_samples)[0]
+
+    def _extract_bev_and_depth(self, batch_inputs_dict: Dict[str, Any],
+                               batch_data_samples: Sequence[Det3DDataSample]) -> Tuple[List[Tensor], Tensor]:
+        """``extract_feat`` plus the view transformer's depth distribution ``(B, N, D, fH, fW)``."""
         imgs = batch_inputs_dict.get('imgs')
         if imgs is None:
             raise KeyError(f'BEVDet needs batch_inputs_dict["imgs"] (Det3DDataPreprocessor output of '
@@ -223,14 +236,41 @@ class BEVDet(Base3DDetector):
             raise ValueError(f'{imgs.shape[0]} image sets but {len(batch_data_samples)} data samples')
         img_feats = self.extract_img_feat(imgs)
         mats = collect_camera_matrices(batch_data_samples, imgs.shape[1], imgs.device)
-        bev, _ = self.img_view_transformer(img_feats, mats['cam2img'], mats['cam2ego'], mats['img_aug_matrix'],
+        bev, depth = self.img_view_transformer(img_feats, mats['cam2img'], mats['cam2ego'], mats['img_aug_matrix'],
                                            mats['bev_aug_matrix'])
         x = self.img_bev_encoder_backbone(bev)
         x = self.img_bev_encoder_neck(x) if self.img_bev_encoder_neck is not None else x[0]
         if self._head_map_size is not None and tuple(x.shape[-2:]) != self._head_map_size:
             raise ValueError(f'the BEV encoder outputs {tuple(x.shape[-2:])} maps but CenterHead\'s grid is '
                              f'{self._head_map_size} (H, W); adjust out_size_factor or the BEV encoder')
-        return [x]
+        return [x], depth
+
+    def depth_loss(self, depth: Tensor, batch_data_samples: Sequence[Det3DDataSample]) -> Tensor:
+        """BEVDepth's depth loss: BCE of ``depth (B, N, D, fH, fW)`` against the one-hot bin of each
+        feature pixel's ``gt_depth`` (metainfo, ``(N, fH, fW)`` metres, 0 = no LiDAR point), averaged over
+        the pixels that have a target."""
+        targets = []
+        for i, sample in enumerate(batch_data_samples):
+            if 'gt_depth' not in sample.metainfo:
+                raise KeyError(f'depth_loss_weight > 0 needs metainfo["gt_depth"] in data_samples[{i}]: add '
+                               f"BEVDetDepthTarget to the training pipeline and 'gt_depth' to Pack3DDetInputs' "
+                               f'meta_keys')
+            targets.append(torch.as_tensor(np.asarray(sample.metainfo['gt_depth'], np.float32)))
+        gt = torch.stack(targets).to(depth.device)
+        if gt.shape != depth.shape[:2] + depth.shape[3:]:
+            raise ValueError(f'gt_depth has shape {tuple(gt.shape)} but the depth distribution is '
+                             f'{tuple(depth.shape)} (B, N, D, fH, fW); BEVDetDepthTarget.downsample must be the '
+                             f"view transformer's downsample")
+        d_lo, _, d_step = self.img_view_transformer.grid_config['depth']
+        bins = torch.round((gt - d_lo) / d_step).long()
+        valid = (gt > 0) & (bins >= 0) & (bins < depth.shape[2])
+        if not valid.any():
+            return depth.sum() * 0.0
+        with torch.autocast(device_type=depth.device.type, enabled=False):
+            prob = depth.float().permute(0, 1, 3, 4, 2)[valid]  # (P, D)
+            onehot = torch.nn.functional.one_hot(bins[valid], depth.shape[2]).float()
+            loss = torch.nn.functional.binary_cross_entropy(prob.clamp(1e-6, 1 - 1e-6), onehot, reduction='sum')
+        return loss / valid.sum()
 
     # -- mmengine entry points ----------------------------------------------------------------
     def loss(self, batch_inputs_dict: Dict[str, Any], batch_data_samples: List[Det3DDataSample],
@@ -238,10 +278,13 @@ class BEVDet(Base3DDetector):
         """CenterHead losses (heatmap focal loss and box L1 per task) for ``gt_instances_3d`` in the ego frame."""
         if getattr(self.pts_bbox_head, 'train_cfg', None) is None:
             raise ValueError('BEVDet.loss needs train_cfg=dict(pts=dict(...)) (CenterHead targets)')
-        feats = self.extract_feat(batch_inputs_dict, batch_data_samples)
+        feats, depth = self._extract_bev_and_depth(batch_inputs_dict, batch_data_samples)
         outs = self.pts_bbox_head(feats)
         batch_gt_instances_3d = [sample.gt_instances_3d for sample in batch_data_samples]
-        return self.pts_bbox_head.loss_by_feat(outs, batch_gt_instances_3d)
+        losses = self.pts_bbox_head.loss_by_feat(outs, batch_gt_instances_3d)
+        if self.depth_loss_weight > 0:
+            losses['loss_depth'] = self.depth_loss_weight * self.depth_loss(depth, batch_data_samples)
+        return losses
 
     def predict(self, batch_inputs_dict: Dict[str, Any], batch_data_samples: List[Det3DDataSample],
                 **kwargs) -> List[Det3DDataSample]:

@@ -1,4 +1,24 @@
-"""Latency-constrained evolutionary search of SparseViT's per-group pruning ratios."""
-from .evolution import Evaluation, EvolutionarySearch, SearchResult
+"""Latency-constrained search of SparseViT's per-group pruning ratios: evolutionary search and its
+random-search baseline, a per-block latency table that predicts a configuration's latency, and the
+resumable state files both use."""
+from .evolution import Evaluation, EvolutionarySearch, RandomSearch, SearchResult, sample_group_ratios
+from .latency_table import LatencyTable, load_or_profile, measure_interleaved, prediction_check, profile_encoder
+from .state import GroupRatios, ScoreStore, StateMismatchError, canonical, check_fingerprint
 
-__all__ = ['Evaluation', 'EvolutionarySearch', 'SearchResult']
+__all__ = [
+    'Evaluation',
+    'EvolutionarySearch',
+    'GroupRatios',
+    'LatencyTable',
+    'RandomSearch',
+    'ScoreStore',
+    'SearchResult',
+    'StateMismatchError',
+    'canonical',
+    'check_fingerprint',
+    'load_or_profile',
+    'measure_interleaved',
+    'prediction_check',
+    'profile_encoder',
+    'sample_group_ratios',
+]

@@ -57,6 +57,14 @@ torch allows by default, found with ``torch.serialization.get_unsafe_globals_in_
 Everything else (``collections.OrderedDict``/``Counter``, tensors, ``torch.Size``, sets, ...) is
 already allowed by torch itself.
 
+Corrupt files
+-------------
+A truncated or corrupt file makes torch fail deep in its reader (``IndexError: pop from empty
+list``, ``EOFError``, ``UnpicklingError``, ``RuntimeError: PytorchStreamReader failed ...``). When a
+load fails and the file is structurally broken (checked without unpickling anything), the loaders
+raise :class:`CorruptCheckpointError` naming the file, chained from torch's error; a well-formed
+file that holds refused globals still raises :class:`CheckpointSecurityError`.
+
 Trusting extra types
 --------------------
 A checkpoint holding any other global is refused with :class:`CheckpointSecurityError`, which names
@@ -84,10 +92,13 @@ import io
 import os
 import os.path as osp
 import pickle
+import pickletools
 import re
+import zipfile
+from collections import deque
 from collections.abc import Iterable, Iterator
 from tempfile import TemporaryDirectory
-from typing import Any, Callable, Optional, Union
+from typing import IO, Any, Callable, Optional, Union
 from urllib.parse import urlparse
 
 import numpy as np
@@ -108,6 +119,7 @@ from mmengine.runner.checkpoint import (
 __all__ = [
     'TRUSTED_GLOBALS_ENV',
     'CheckpointSecurityError',
+    'CorruptCheckpointError',
     'install_safe_checkpoint_loading',
     'safe_torch_load',
     'trust_checkpoint_globals',
@@ -161,6 +173,21 @@ class CheckpointSecurityError(pickle.UnpicklingError):
                         f'projects.sparsevit_bevdet.utils.trust_checkpoint_globals({trustable!r}) or set '
                         f'the environment variable {TRUSTED_GLOBALS_ENV}={",".join(trustable)}.')
         super().__init__(f'{message}\n(torch: {_torch_reason(torch_message)})')
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file is truncated or corrupt; raised from torch's low-level read error.
+
+    Attributes:
+        source: the file or URL that was being loaded.
+    """
+
+    def __init__(self, source: str, error: BaseException) -> None:
+        self.source = source
+        reason = _torch_reason(str(error))
+        detail = f'{type(error).__name__}: {reason}' if reason else type(error).__name__
+        super().__init__(f"Cannot load checkpoint '{source}': it is not a readable PyTorch checkpoint "
+                         f'(truncated or corrupt; torch: {detail})')
 
 
 def _torch_reason(torch_message: str) -> str:
@@ -307,11 +334,61 @@ def _offending_globals(f: Union[str, os.PathLike, io.IOBase], message: str) -> l
     return sorted(found)
 
 
+# A legacy (non-zip) checkpoint starts with these pickles: magic number, protocol version, system
+# info, the object, its storage keys; raw storage bytes follow.
+_LEGACY_PICKLES = 5
+_ZIP_MAGIC = b'PK\x03\x04'  # what torch tests to pick its zip reader
+
+
+def _read_pickle(stream: IO[bytes]) -> None:
+    """Walk one pickle's opcodes up to STOP (nothing is run); ValueError if it is malformed."""
+    deque(pickletools.genops(stream), maxlen=0)
+
+
+def _stream_is_corrupt(stream: IO[bytes]) -> bool:
+    try:
+        if stream.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC:
+            with zipfile.ZipFile(stream) as archive:
+                pickles = [n for n in archive.namelist() if n.endswith('/data.pkl')]
+                if archive.testzip() is not None or not pickles:
+                    return True
+                _read_pickle(io.BytesIO(archive.read(pickles[0])))
+            return False
+        stream.seek(0)
+        for count in range(_LEGACY_PICKLES):
+            start = stream.tell()
+            if not stream.read(1):  # empty: corrupt; ends after complete pickles (a bare pickle): not
+                return count == 0
+            stream.seek(start)
+            _read_pickle(stream)
+    except (zipfile.BadZipFile, EOFError, ValueError):
+        return True
+    return False
+
+
+def _is_corrupt(f: Union[str, os.PathLike, io.IOBase]) -> bool:
+    """Whether ``f`` is structurally not a torch checkpoint, judged without unpickling.
+
+    Zip format: it must open, pass every member's CRC check and hold a complete ``data.pkl``.
+    Legacy format: the pickles it holds must be complete. A file that cannot be opened is not
+    judged here (torch's error says why).
+    """
+    if isinstance(f, io.IOBase):
+        f.seek(0)
+        return _stream_is_corrupt(f)
+    try:
+        with open(f, 'rb') as stream:
+            return _stream_is_corrupt(stream)
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def _weights_only_guard(source: str, scan: Union[str, os.PathLike, io.IOBase]) -> Iterator[None]:
-    """Allowlist in place around a weights-only load; refusals become CheckpointSecurityError.
+    """Allowlist in place around a weights-only load; a failure on a structurally broken file
+    becomes CorruptCheckpointError, a refusal CheckpointSecurityError.
 
-    ``scan`` is what :func:`_offending_globals` inspects after a refusal (the file or buffer).
+    ``scan`` is the file or buffer being read, inspected after a failure.
     """
     _refresh_allowlist()
     # Globals trusted through the environment apply to this load only (read now, so setting or
@@ -321,7 +398,12 @@ def _weights_only_guard(source: str, scan: Union[str, os.PathLike, io.IOBase]) -
     try:
         with torch.serialization.safe_globals(from_env):
             yield
-    except pickle.UnpicklingError as err:
+    except Exception as err:
+        # torch's reader fails on broken files with whatever error the broken bytes lead to
+        if _is_corrupt(scan):
+            raise CorruptCheckpointError(source, err) from err
+        if not isinstance(err, pickle.UnpicklingError):
+            raise
         detail = str(err)
         raise CheckpointSecurityError(source, _offending_globals(scan, detail), detail) from None
 
@@ -329,7 +411,12 @@ def _weights_only_guard(source: str, scan: Union[str, os.PathLike, io.IOBase]) -
 def safe_torch_load(f: Union[str, os.PathLike, io.IOBase],
                     map_location: Any = None,
                     source: Optional[str] = None) -> Any:
-    """``torch.load(f, weights_only=True)`` with the allowlist; refusals raise CheckpointSecurityError."""
+    """``torch.load(f, weights_only=True)`` with the allowlist.
+
+    Raises:
+        CheckpointSecurityError: the file holds globals outside the allowlist.
+        CorruptCheckpointError: the file is truncated or corrupt.
+    """
     with _weights_only_guard(source or str(f), f):
         return torch.load(f, map_location=map_location, weights_only=True)
 

@@ -29,16 +29,20 @@ def _results(points_ego: np.ndarray, img_aug: Optional[np.ndarray] = None) -> di
             'img_aug_matrix': img_aug[None], 'cam2img': CAM2IMG[None], 'cam2ego': CAM2EGO[None]}
 
 
-def test_depth_target_keeps_the_nearest_point_per_feature_pixel() -> None:
-    # (10, 0, 0) -> pixel (56, 32) -> cell (row 2, col 3); (20, 0, 0) lands in the same cell, farther
+def test_depth_target_is_the_median_depth_per_feature_pixel() -> None:
+    # (10, 0, 0) -> pixel (56, 32) -> cell (row 2, col 3); (20, 0, 0) and (30, 0, 0) land in the same cell
     # (10, 1, 0) -> u = 56 - 10 = 46 -> col 2; a point behind the camera and one beyond 60 m are ignored
-    pts = np.array([[20.0, 0.0, 0.0], [10.0, 0.0, 0.0], [10.0, 1.0, 0.0], [-5.0, 0.0, 0.0], [80.0, 0.0, 0.0]])
+    pts = np.array([[20.0, 0.0, 0.0], [10.0, 0.0, 0.0], [30.0, 0.0, 0.0], [10.0, 1.0, 0.0], [-5.0, 0.0, 0.0],
+                    [80.0, 0.0, 0.0]])
     out = BEVDetDepthTarget(downsample=16, depth_range=(1.0, 60.0))(_results(pts))
     depth = out['gt_depth']
     assert depth.shape == (1, 4, 7) and depth.dtype == np.float32
-    assert depth[0, 2, 3] == pytest.approx(10.0)
+    assert depth[0, 2, 3] == pytest.approx(20.0)
     assert depth[0, 2, 2] == pytest.approx(10.0)
     assert np.count_nonzero(depth) == 2
+    # an even count takes the mean of the two middle depths
+    even = BEVDetDepthTarget()(_results(pts[:2]))['gt_depth']
+    assert even[0, 2, 3] == pytest.approx(15.0)
 
 
 def test_depth_target_follows_the_image_augmentation() -> None:

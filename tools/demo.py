@@ -219,6 +219,9 @@ def stage_evaluate(dense_ckpt: Path, adapt_ckpt: Path, best: dict, args: argpars
 
     cache_dir = args.work_dir / 'evaluate'
     cache_dir.mkdir(parents=True, exist_ok=True)
+    if best.get('uniform') is None:
+        raise RuntimeError(f'no uniform ratio meets the search budget ({best["latency_budget_ms"]:.1f} ms); '
+                           f'raise --latency-ratio')
     dense = Detector('dense', DENSE_CONFIG, dense_ckpt, args)
     adapted = Detector('adapted', ADAPT_CONFIG, adapt_ckpt, args)
     rows = {
@@ -262,11 +265,10 @@ def stage_evaluate(dense_ckpt: Path, adapt_ckpt: Path, best: dict, args: argpars
         budget=dict(latency_ratio=args.latency_ratio, encoder_ms=best.get('latency_budget_ms'),
                     dense_encoder_ms_search=best.get('dense_latency_ms')))
     for name, (detector, ratios) in rows.items():
-        block_ratios = detector.encoder.pruning_ratios if not isinstance(ratios, float) else ratios
         detector.encoder.set_pruning_ratios(ratios)
         summary[name] = dict(
             config=str(detector.config.relative_to(ROOT)), checkpoint=str(detector.checkpoint),
-            pruning_ratios=detector.encoder.pruning_ratios if isinstance(block_ratios, float) else block_ratios,
+            pruning_ratios=detector.encoder.pruning_ratios,
             mAP=results[name]['NuScenes/mAP'], NDS=results[name]['NuScenes/NDS'],
             encoder_ms=statistics.median(times[name]['encoder']),
             detector_ms=statistics.median(times[name]['detector']))
@@ -306,23 +308,24 @@ def plot_pareto(summary: dict, search_dir: Path, path: Path) -> None:
     best = json.loads((search_dir / 'best.json').read_text())
     history = json.loads((search_dir / 'search_history.json').read_text())
     fig, ax = plt.subplots(figsize=(7.0, 4.6))
-    trials = [e for e in history if e.get('score') is not None]
-    ax.scatter([e['latency'] for e in trials], [e['score'] for e in trials], s=14, color='tab:gray', alpha=0.6,
-               label='search trials (predicted latency)')
-    uniform = best.get('uniform_points', [])
-    if uniform:
-        ax.plot([u['latency_ms'] for u in uniform], [u['score'] for u in uniform], 'o-', color='tab:blue',
-                label='uniform ratios ' + ', '.join(f"{u['ratio']:.1f}" for u in uniform))
+    proxy = best['scoring'].get('proxy_samples')
+    for key, color in (('evolution', 'tab:orange'), ('random', 'tab:purple')):
+        trials = history[key]
+        ax.scatter([e['latency'] for e in trials], [e['score'] for e in trials], s=12, color=color, alpha=0.35,
+                   label=f'{key} trials' + (f' (NDS on {proxy} proxy samples)' if proxy else ''))
+    uniform = sorted(best['uniform_scored'], key=lambda u: u['ratio'])
+    ax.plot([u['predicted_latency_ms'] for u in uniform], [u['score'] for u in uniform], 'o-', color='tab:blue',
+            label='uniform ratio ' + ', '.join(f"{u['ratio']:.1f}" for u in uniform))
     for key, marker, color in (('random', 's', 'tab:purple'), ('evolution', '*', 'tab:orange')):
-        entry = best.get(key)
-        if entry:
-            ax.scatter([entry['latency_ms']], [entry['score']], marker=marker, s=140, color=color,
-                       label=f'{key} search best', zorder=3)
+        entry = best[key]
+        ax.scatter([entry['predicted_latency_ms']], [entry['score']], marker=marker, s=150, color=color,
+                   edgecolor='black', label=f'{key} search best', zorder=3)
     dense = summary['dense']
-    ax.scatter([best['dense_latency_ms']], [dense['NDS']], marker='D', s=60, color='black', label='dense', zorder=3)
+    ax.scatter([best['budget']['dense_predicted_ms']], [dense['NDS']], marker='D', s=60, color='black',
+               label='dense (dense-trained checkpoint)', zorder=3)
     ax.axvline(best['latency_budget_ms'], color='tab:red', linestyle='--', label='latency budget')
-    ax.set_xlabel('image-encoder latency (ms, latency table)')
-    ax.set_ylabel('NDS (synthetic val)')
+    ax.set_xlabel('image-encoder latency (ms, predicted by the latency table)')
+    ax.set_ylabel('NDS (synthetic val; markers: full split)')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -406,7 +406,9 @@ class BEVDetDepthTarget(BaseTransform):
     Takes the key frame's LiDAR points to the ego frame (``lidar_points['lidar2ego']`` of the infos),
     projects them into every augmented camera image with the matrices :class:`BEVDetImageAug` wrote, and
     keeps, per ``downsample x downsample`` patch of the network input (one pixel of the feature map the
-    view transformer receives), the nearest point's depth. Run it after ``LoadPointsFromFile`` and
+    view transformer receives), the median depth of the points in it. The median, not the nearest point
+    (BEVDepth's min pooling): a patch that shows an object usually also holds ground points in front of it,
+    and the nearest of those would teach the object's pixels a depth short of the object. Run it after ``LoadPointsFromFile`` and
     ``BEVDetImageAug`` and *before* :class:`BEVDetBEVAug`, which would move the points.
 
     Args:
@@ -454,10 +456,12 @@ class BEVDetDepthTarget(BaseTransform):
             if not ok.any():
                 continue
             flat = row[ok] * fw + col[ok]
-            nearest = np.full(fh * fw, np.inf)
-            np.minimum.at(nearest, flat, uvd[ok, 2])
-            nearest[np.isinf(nearest)] = 0.0
-            depth[cam] = nearest.reshape(fh, fw)
+            order = np.lexsort((uvd[ok, 2], flat))  # by cell, then by depth
+            cells, first, counts = np.unique(flat[order], return_index=True, return_counts=True)
+            sorted_depth = uvd[ok, 2][order]
+            lower = sorted_depth[first + (counts - 1) // 2]
+            upper = sorted_depth[first + counts // 2]
+            depth[cam].flat[cells] = 0.5 * (lower + upper)
         results['gt_depth'] = depth
         return results
 

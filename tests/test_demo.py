@@ -1,0 +1,58 @@
+"""``tools/demo.py --quick``: the whole main job (data -> dense -> adapt -> search -> evaluate -> outputs) for a
+few iterations per stage on a tiny generated set, then a second run that reuses every finished stage."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ROWS = ('dense', 'uniform', 'searched')
+ROW_KEYS = {'config', 'checkpoint', 'pruning_ratios', 'mAP', 'NDS', 'encoder_ms', 'detector_ms'}
+
+
+def run_demo(work_dir: Path) -> str:
+    proc = subprocess.run([sys.executable, str(REPO / 'tools' / 'demo.py'), '--quick', '--threads', '1',
+                           '--timing-repeats', '1', '--work-dir', str(work_dir)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f'demo failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}'
+    return proc.stdout
+
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    work_dir = tmp_path_factory.mktemp('demo')
+    return work_dir, run_demo(work_dir)
+
+
+def test_quick_demo_writes_the_summary_and_plots(demo: tuple[Path, str]) -> None:
+    work_dir, out = demo
+    summary = json.loads((work_dir / 'summary.json').read_text())
+    assert set(ROWS) <= set(summary) and 'budget' in summary
+    for name in ROWS:
+        row = summary[name]
+        assert ROW_KEYS <= set(row), name
+        assert 0.0 <= row['mAP'] <= 1.0 and 0.0 <= row['NDS'] <= 1.0
+        assert row['encoder_ms'] > 0 and row['detector_ms'] > 0
+        assert Path(row['checkpoint']).is_file()
+        assert len(row['pruning_ratios']) == 4 and [len(s) for s in row['pruning_ratios']] == [2, 2, 6, 2]
+    assert all(r == 0.0 for s in summary['dense']['pruning_ratios'] for r in s)
+    assert summary['dense']['checkpoint'] != summary['searched']['checkpoint']  # dense vs adapted weights
+    best = json.loads((work_dir / 'search' / 'best.json').read_text())
+    assert summary['searched']['pruning_ratios'] == best['pruning_ratios']
+    for name in ('pareto.png', 'predictions.png', 'learning_curve.png'):
+        assert (work_dir / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', name
+    assert 'searched' in out and 'budget' in out
+
+
+def test_second_run_reuses_every_stage(demo: tuple[Path, str]) -> None:
+    work_dir, _ = demo
+    before = (work_dir / 'dense' / 'iter_2.pth').stat().st_mtime_ns
+    out = run_demo(work_dir)
+    for stage in ('v1.0-mini exists', 'finished dense training', 'finished adapt training', 'finished search',
+                  'dense: reusing', 'uniform: reusing', 'searched: reusing'):
+        assert stage in out, stage
+    assert (work_dir / 'dense' / 'iter_2.pth').stat().st_mtime_ns == before

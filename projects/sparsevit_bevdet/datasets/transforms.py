@@ -408,8 +408,8 @@ class BEVDetDepthTarget(BaseTransform):
     keeps, per ``downsample x downsample`` patch of the network input (one pixel of the feature map the
     view transformer receives), the median depth of the points in it. The median, not the nearest point
     (BEVDepth's min pooling): a patch that shows an object usually also holds ground points in front of it,
-    and the nearest of those would teach the object's pixels a depth short of the object. Run it after ``LoadPointsFromFile`` and
-    ``BEVDetImageAug`` and *before* :class:`BEVDetBEVAug`, which would move the points.
+    and the nearest of those would teach the object's pixels a depth short of the object. Run it after
+    ``LoadPointsFromFile`` and ``BEVDetImageAug`` and *before* :class:`BEVDetBEVAug`, which would move the points.
 
     Args:
         downsample: stride of the view transformer's input features (16 in BEVDet).

@@ -2,7 +2,7 @@
 the 16 samples of the train scenes of a 2-key-frame synthetic set (no augmentation) with ``tools/train.py``
 and score those same samples through the nuScenes devkit (eval set mini_train).
 
-About 15 minutes on 2 cores, so it is marked ``long`` and deselected by default; run it with
+About 30 minutes on 2 cores, so it is marked ``long`` and deselected by default; run it with
 ``.venv/bin/python -m pytest -m long tests/test_bevdet_overfit.py``.
 """
 from __future__ import annotations

@@ -200,6 +200,8 @@ class Detector:
         cfg.load_from = str(checkpoint)
         self.runner = Runner.from_cfg(cfg)
         self.runner.load_checkpoint(str(checkpoint), map_location='cpu')
+        # the test loop runs outside runner.test(): start the hooks' run as runner.test() would
+        self.runner.call_hook('before_run')
         self.model = self.runner.model.eval()
         self.config, self.checkpoint = config, checkpoint
 

@@ -4,7 +4,9 @@
 # head or loss does not.
 #   python tools/make_synthetic_nuscenes.py --out-dir data/nuscenes-synth-overfit --samples-per-scene 2 --create-infos
 #   python tools/train.py configs/bevdet/bevdet_sparsevit-t_nuscenes-synth_overfit.py
-# (8 train scenes x 2 key frames = 16 samples; tests/test_bevdet_overfit.py runs it, marked slow.)
+# (8 train scenes x 2 key frames = 16 samples; tests/test_bevdet_overfit.py runs it, marked `long`.)
+# Measured with max_iters = 200 (18 min on 2 cores): mAP 0.608, NDS 0.585, heatmap loss still falling
+# (5.9 -> 0.49); 350 iterations (about 32 min) are set for the 0.8 goal, not yet measured (docs/benchmarks.md).
 _base_ = ['./bevdet_sparsevit-t_nuscenes-synth_cpu-demo.py']
 
 data_root = 'data/nuscenes-synth-overfit/'
@@ -32,7 +34,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(data_root=data_root, ann_file=data_root + 'nuscenes_infos_train.pkl', eval_set='mini_train')
 test_evaluator = val_evaluator
 
-max_iters = 200
+max_iters = 350
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=20),

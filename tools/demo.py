@@ -305,7 +305,7 @@ def plot_pareto(summary: dict, search_dir: Path, path: Path) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    from projects.sparsevit_bevdet.utils.atomic_io import atomic_open
+    from projects.sparsevit_bevdet.utils.atomic_io import atomic_save_figure
 
     best = json.loads((search_dir / 'best.json').read_text())
     history = json.loads((search_dir / 'search_history.json').read_text())
@@ -331,9 +331,7 @@ def plot_pareto(summary: dict, search_dir: Path, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_open(path, 'wb') as f:
-        fig.savefig(f, format='png', dpi=120)
-    plt.close(fig)
+    atomic_save_figure(fig, path)
 
 
 def plot_learning_curve(work_dirs: dict[str, Path], path: Path) -> None:
@@ -343,7 +341,7 @@ def plot_learning_curve(work_dirs: dict[str, Path], path: Path) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    from projects.sparsevit_bevdet.utils.atomic_io import atomic_open
+    from projects.sparsevit_bevdet.utils.atomic_io import atomic_save_figure
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     offset = 0
@@ -364,9 +362,7 @@ def plot_learning_curve(work_dirs: dict[str, Path], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    with atomic_open(path, 'wb') as f:
-        fig.savefig(f, format='png', dpi=120)
-    plt.close(fig)
+    atomic_save_figure(fig, path)
 
 
 def plot_sample(summary: dict, path: Path) -> None:

@@ -341,7 +341,7 @@ def plot_search(evolution: SearchResult, random_result: SearchResult, best: dict
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    from projects.sparsevit_bevdet.utils.atomic_io import atomic_open
+    from projects.sparsevit_bevdet.utils.atomic_io import atomic_save_figure
 
     trial_score = 'proxy score' if best['scoring']['proxy_samples'] else 'score'
     fig, ax = plt.subplots(figsize=(7.0, 4.6))
@@ -367,9 +367,7 @@ def plot_search(evolution: SearchResult, random_result: SearchResult, best: dict
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_open(path, 'wb') as f:
-        fig.savefig(f, format='png', dpi=120)
-    plt.close(fig)
+    atomic_save_figure(fig, path)
 
 
 def print_summary(best: dict) -> None:

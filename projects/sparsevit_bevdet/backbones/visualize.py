@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..utils.atomic_io import atomic_open
+from ..utils.atomic_io import atomic_save_figure
 from .sparsevit import SparseViT, keep_indices
 
 
@@ -59,6 +59,4 @@ def plot_keep_masks(images_rgb: list, masks: Tensor, titles: list[str], path: st
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
-    with atomic_open(path, 'wb') as f:
-        fig.savefig(f, format='png', dpi=110)
-    plt.close(fig)
+    atomic_save_figure(fig, path, dpi=110)

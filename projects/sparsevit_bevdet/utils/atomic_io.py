@@ -28,6 +28,7 @@ _UMASK = _read_umask()
 
 __all__ = [
     'atomic_open',
+    'atomic_save_figure',
     'atomic_write_bytes',
     'atomic_write_json',
     'atomic_write_pickle',
@@ -90,3 +91,12 @@ def atomic_write_json(path: PathLike, obj: Any, indent: int | None = None, fsync
 def atomic_write_pickle(path: PathLike, obj: Any, fsync: bool = True) -> None:
     """Pickle ``obj`` and write it atomically."""
     atomic_write_bytes(path, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), fsync=fsync)
+
+
+def atomic_save_figure(fig: Any, path: PathLike, dpi: int = 120) -> None:
+    """Write a matplotlib figure as PNG atomically, then close it (frees pyplot's reference)."""
+    import matplotlib.pyplot as plt
+
+    with atomic_open(path, 'wb') as f:
+        fig.savefig(f, format='png', dpi=dpi)
+    plt.close(fig)

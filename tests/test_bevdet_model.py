@@ -20,6 +20,7 @@ from mmengine.structures import InstanceData
 import projects.sparsevit_bevdet  # noqa: F401  (registers the modules)
 from projects.sparsevit_bevdet.evaluation import EgoFrameNuScenesMetric
 from projects.sparsevit_bevdet.models import BEVDet, LSSViewTransformer
+from projects.sparsevit_bevdet.models.view_transformer import GROUND_SCALE, RAY_CHANNELS
 
 IMG_H, IMG_W = 64, 176
 NUM_CAMS = 6
@@ -172,6 +173,42 @@ def test_frustum_on_optical_axis_maps_to_depth_ahead(view_transformer: LSSViewTr
     torch.testing.assert_close(pts[0, 0, :, 1, 5], expected, atol=1e-4, rtol=0)
     # a pixel right of the principal point lies to the right (ego -y), one below it lies lower (ego -z)
     assert (pts[0, 0, :, 1, 6, 1] < offset[1]).all() and (pts[0, 0, :, 2, 5, 2] < offset[2]).all()
+
+
+def test_ray_encoding_gives_ray_direction_and_inverse_ground_distance(view_transformer: LSSViewTransformer) -> None:
+    # level front camera 1.5 m above the ground, principal point at the centre of feature pixel (1, 5)
+    cam2img = intrinsics(cx=87.5, cy=23.5)
+    mats = [torch.as_tensor(m, dtype=torch.float32)[None, None]
+            for m in (cam2img, camera_to_ego(0.0, (1.2, -0.3, 1.5)), np.eye(4))]
+    rays = view_transformer.ray_encoding(*mats, torch.eye(4)[None])
+    assert rays.shape == (1, RAY_CHANNELS, 4, 11)
+    # on the optical axis: straight ahead, never meets the ground
+    torch.testing.assert_close(rays[0, :, 1, 5], torch.tensor([1.0, 0.0, 0.0, 0.0]), atol=1e-5, rtol=0)
+    # one feature row (16 px) below: dz = -16 / focal per metre of depth; meets z = 0 at depth 1.5 / |dz|
+    dz = -16.0 / FOCAL
+    torch.testing.assert_close(rays[0, :, 2, 5], torch.tensor([1.0, 0.0, dz, GROUND_SCALE * -dz / 1.5]),
+                               atol=1e-5, rtol=0)
+    # the frustum point at that depth is on the ground
+    pts = view_transformer.frustum_points_ego(*mats, torch.eye(4)[None])
+    ground_depth = GROUND_SCALE / float(rays[0, 3, 2, 5])
+    slope = (pts[0, 0, 1, 2, 5, 2] - pts[0, 0, 0, 2, 5, 2]) / 2.0
+    assert float(pts[0, 0, 0, 2, 5, 2] + slope * (ground_depth - 1.0)) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_camera_aware_depth_net_depends_on_the_rig() -> None:
+    torch.manual_seed(0)
+    vt = LSSViewTransformer(GRID, input_size=(IMG_H, IMG_W), downsample=16, in_channels=8, out_channels=4,
+                            camera_aware=True, depth_net_channels=16).eval()
+    feats = torch.randn(1, NUM_CAMS, 8, *vt.feature_size)
+    level = matrices([rig_metainfo()])
+    tilted = dict(level)
+    tilted['cam2ego'] = level['cam2ego'].clone()
+    tilted['cam2ego'][..., 2, 3] += 1.0  # cameras 1 m higher: every ray meets the ground further away
+    _, depth_level = vt(feats, *level.values())
+    _, depth_high = vt(feats, *tilted.values())
+    assert not torch.allclose(depth_level, depth_high)
+    with pytest.raises(ValueError, match='depth_net_channels only applies'):
+        LSSViewTransformer(GRID, input_size=(IMG_H, IMG_W), in_channels=8, depth_net_channels=16)
 
 
 def test_image_augmentation_is_undone(view_transformer: LSSViewTransformer) -> None:

@@ -56,3 +56,37 @@ def test_second_run_reuses_every_stage(demo: tuple[Path, str]) -> None:
                   'dense: reusing', 'uniform: reusing', 'searched: reusing'):
         assert stage in out, stage
     assert (work_dir / 'dense' / 'iter_2.pth').stat().st_mtime_ns == before
+
+
+@pytest.fixture(scope='module')
+def demo_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location('_demo_tool_under_test', REPO / 'tools' / 'demo.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stage_of_another_configuration_is_moved_aside_not_reused(demo_tool, tmp_path: Path) -> None:
+    stage = tmp_path / 'dense'
+    key_a, key_b = demo_tool.stage_key('config A'), demo_tool.stage_key('config B')
+    assert key_a != key_b and key_a == demo_tool.stage_key('config A')
+    demo_tool.claim_stage_dir(stage, key_a)
+    (stage / 'iter_450.pth').write_bytes(b'weights of A')
+    demo_tool.claim_stage_dir(stage, key_a)  # same fingerprint: kept for reuse / resume
+    assert (stage / 'iter_450.pth').read_bytes() == b'weights of A'
+    demo_tool.claim_stage_dir(stage, key_b)  # the config changed: A's work must not pass for B's
+    assert not (stage / 'iter_450.pth').exists()
+    assert json.loads((stage / demo_tool.STAGE_FILE).read_text()) == {'key': key_b}
+    stale = [p for p in tmp_path.iterdir() if p.name.startswith('dense.stale-')]
+    assert len(stale) == 1 and (stale[0] / 'iter_450.pth').read_bytes() == b'weights of A'
+
+
+def test_stage_without_fingerprint_is_not_trusted(demo_tool, tmp_path: Path) -> None:
+    stage = tmp_path / 'adapt'
+    stage.mkdir()
+    (stage / 'iter_150.pth').write_bytes(b'from an older demo')
+    demo_tool.claim_stage_dir(stage, demo_tool.stage_key('current'))
+    assert not (stage / 'iter_150.pth').exists()
+    assert len(list(tmp_path.glob('adapt.stale-*'))) == 1

@@ -1,7 +1,8 @@
 """The main job on the embedded synthetic nuScenes (``make demo``): does SparseViT make BEVDet faster at
 nearly the same NDS, and does the search find that configuration under a latency budget?
 
-Stages (each cached in the work dir; a second run reuses finished stages and a killed run resumes):
+Stages (each cached in the work dir; a second run reuses finished stages and a killed run resumes; a stage
+whose config, data root or upstream stage changed since is moved aside to `<stage>.stale-<time>` and redone):
 
 1. ``data``: generate the synthetic nuScenes (real v1.0-mini format) and its mmdet3d info pkls;
 2. ``dense``: train BEVDet + SparseViT-T from scratch (``configs/bevdet/..._cpu-demo.py``);
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import statistics
 import sys
@@ -134,36 +136,73 @@ def final_checkpoint(work_dir: Path, max_iters: int) -> Path:
     return work_dir / f'iter_{max_iters}.pth'
 
 
-def stage_train(name: str, config: Path, args: argparse.Namespace, load_from: Optional[Path] = None) -> Path:
-    """Train ``config`` in ``<work-dir>/<name>``; reuse a finished run, resume an interrupted one."""
+STAGE_FILE = 'demo_stage.json'
+
+
+def stage_key(*parts: str) -> str:
+    """Fingerprint of what a stage's result depends on (its config text, its inputs' fingerprints)."""
+    return hashlib.sha256('\n'.join(parts).encode()).hexdigest()[:16]
+
+
+def claim_stage_dir(work_dir: Path, key: str) -> None:
+    """Make ``work_dir`` the home of the stage with fingerprint ``key``.
+
+    Finished or interrupted work of the same fingerprint stays (reused, resumed). Work of another
+    fingerprint (the config, the data root or an upstream stage changed since) is moved aside to
+    ``<dir>.stale-<time>``, never reused as if it were current.
+    """
+    from projects.sparsevit_bevdet.utils.atomic_io import atomic_write_json
+
+    record = work_dir / STAGE_FILE
+    if work_dir.is_dir() and any(work_dir.iterdir()):
+        recorded = json.loads(record.read_text()).get('key') if record.is_file() else None
+        if recorded == key:
+            return
+        stamp = time.strftime('%Y%m%d_%H%M%S')
+        stale = work_dir.with_name(f'{work_dir.name}.stale-{stamp}')
+        suffix = 1
+        while stale.exists():
+            stale, suffix = work_dir.with_name(f'{work_dir.name}.stale-{stamp}-{suffix}'), suffix + 1
+        work_dir.rename(stale)
+        print(f'{work_dir} holds the results of another configuration (fingerprint {recorded}, now {key}): '
+              f'moved it to {stale}; starting afresh')
+    work_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(record, dict(key=key), indent=1)
+
+
+def stage_train(name: str, config: Path, args: argparse.Namespace, load_from: Optional[Path] = None,
+                upstream_key: str = '') -> tuple[Path, str]:
+    """Train ``config`` in ``<work-dir>/<name>``; reuse a finished run, resume an interrupted one.
+
+    Returns the final checkpoint and the stage's fingerprint (config text and ``upstream_key``).
+    """
     from mmengine.runner import Runner
 
     work_dir = args.work_dir / name
     cfg = demo_config(config, args, work_dir)
+    if load_from is not None:
+        cfg.load_from = str(load_from)
+    key = stage_key(cfg.pretty_text, upstream_key)
+    claim_stage_dir(work_dir, key)
     done = final_checkpoint(work_dir, cfg.train_cfg.max_iters)
     if done.is_file():
         print(f'{done} exists: reusing the finished {name} training')
-        return done
+        return done, key
     if (work_dir / 'last_checkpoint').is_file():
         cfg.resume = True  # mmengine reads the latest checkpoint of the work dir
         print(f'resuming the {name} training from {(work_dir / "last_checkpoint").read_text().strip()}')
-    if load_from is not None:
-        cfg.load_from = str(load_from)
     print(f'training {config.relative_to(ROOT)} for {cfg.train_cfg.max_iters} iterations '
           f'(batch {cfg.train_dataloader.batch_size}) in {work_dir}', flush=True)
     start = time.perf_counter()
     Runner.from_cfg(cfg).train()
     print(f'{name} training took {time.perf_counter() - start:.0f} s')
-    return done
+    return done, key
 
 
-def stage_search(checkpoint: Path, args: argparse.Namespace) -> dict:
+def stage_search(checkpoint: Path, args: argparse.Namespace, upstream_key: str) -> dict:
     """``tools/search.py`` on the adapted detector; its ``best.json`` (cached: a finished search is reused)."""
     work_dir = args.work_dir / 'search'
     best = work_dir / 'best.json'
-    if best.is_file() and (work_dir / 'demo_search_done').is_file():
-        print(f'{best} exists: reusing the finished search')
-        return json.loads(best.read_text())
     search = _load_tool('search')
     argv = [str(ADAPT_CONFIG), str(checkpoint), '--latency-ratio', str(args.latency_ratio),
             '--work-dir', str(work_dir), '--threads', str(args.threads),
@@ -175,6 +214,10 @@ def stage_search(checkpoint: Path, args: argparse.Namespace) -> dict:
               '--rescore-top', '3'])
     search_args = search.parse_args(argv)
     cfg = demo_config(ADAPT_CONFIG, args, work_dir)
+    claim_stage_dir(work_dir, stage_key(cfg.pretty_text, upstream_key, *argv))
+    if best.is_file() and (work_dir / 'demo_search_done').is_file():
+        print(f'{best} exists: reusing the finished search')
+        return json.loads(best.read_text())
     result = search.run_search(cfg, str(checkpoint), search_args)
     (work_dir / 'demo_search_done').write_text('done\n')
     return result
@@ -215,7 +258,8 @@ class Detector:
         return {k: float(v) for k, v in metrics.items()}
 
 
-def stage_evaluate(dense_ckpt: Path, adapt_ckpt: Path, best: dict, args: argparse.Namespace) -> dict:
+def stage_evaluate(dense_ckpt: Path, adapt_ckpt: Path, best: dict, args: argparse.Namespace,
+                   stage_keys: dict[str, str]) -> dict:
     """Score and time dense / uniform / searched; cached per row in ``<work-dir>/evaluate/<name>.json``."""
     import torch
 
@@ -236,7 +280,8 @@ def stage_evaluate(dense_ckpt: Path, adapt_ckpt: Path, best: dict, args: argpars
 
     for name, (detector, ratios) in rows.items():
         cached = cache_dir / f'{name}.json'
-        key = dict(checkpoint=str(detector.checkpoint), pruning_ratios=ratios)
+        key = dict(checkpoint=str(detector.checkpoint), pruning_ratios=ratios,
+                   stage=stage_keys['dense' if detector is dense else 'adapt'])
         if cached.is_file() and json.loads(cached.read_text()).get('key') == key:
             results[name] = json.loads(cached.read_text())['metrics']
             print(f'{name}: reusing {cached}')
@@ -395,13 +440,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     section('1/6 data: synthetic nuScenes (v1.0-mini format) and mmdet3d infos')
     stage_data(args)
     section('2/6 dense: BEVDet + SparseViT-T from scratch')
-    dense_ckpt = stage_train('dense', DENSE_CONFIG, args)
+    dense_ckpt, dense_key = stage_train('dense', DENSE_CONFIG, args)
     section('3/6 adapt: sparsity-aware adaptation from the dense checkpoint')
-    adapt_ckpt = stage_train('adapt', ADAPT_CONFIG, args, load_from=dense_ckpt)
+    adapt_ckpt, adapt_key = stage_train('adapt', ADAPT_CONFIG, args, load_from=dense_ckpt, upstream_key=dense_key)
     section(f'4/6 search: per-group pruning ratios under {args.latency_ratio} x the dense encoder latency')
-    best = stage_search(adapt_ckpt, args)
+    best = stage_search(adapt_ckpt, args, upstream_key=adapt_key)
     section('5/6 evaluate: dense / best uniform / searched on the full val split, latency interleaved')
-    summary = stage_evaluate(dense_ckpt, adapt_ckpt, best, args)
+    summary = stage_evaluate(dense_ckpt, adapt_ckpt, best, args, dict(dense=dense_key, adapt=adapt_key))
     section('6/6 results')
     print_table(summary)
     plot_pareto(summary, args.work_dir / 'search', args.work_dir / 'pareto.png')

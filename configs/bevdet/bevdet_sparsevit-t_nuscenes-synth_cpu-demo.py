@@ -10,6 +10,8 @@
 # - LiDAR depth supervision of the LSS depth distribution (BEVDepth-style, `depth_loss_weight`), which the
 #   synthetic set's LiDAR sweeps make possible: without it the depth has to be found through the
 #   detection loss alone, far too slowly for a CPU budget;
+# - a camera-aware depth net (`camera_aware=True`): it also sees each pixel's ray (direction and where it
+#   meets the ground), which a from-scratch encoder without position embedding cannot infer quickly;
 # - no ImageNet weights (none can be downloaded here): everything trains from scratch, with a higher
 #   learning rate and a short iteration-based cosine schedule.
 _base_ = ['./bevdet_sparsevit-t_nuscenes-synth.py']
@@ -55,7 +57,7 @@ model = dict(
                       drop_path_rate=0.1),
     img_neck=dict(in_channels=(4 * embed_dims, 8 * embed_dims), out_channels=128),
     img_view_transformer=dict(input_size=input_size, grid_config=grid_config, downsample=feature_stride,
-                              in_channels=128, out_channels=32),
+                              in_channels=128, out_channels=32, camera_aware=True, depth_net_channels=64),
     img_bev_encoder_backbone=dict(in_channels=32, num_channels=(64, 128, 256)),
     img_bev_encoder_neck=dict(in_channels=256 + 64, out_channels=64),
     # one task group with all ten classes instead of CenterPoint's six: the six groups' 36 separate

@@ -5,6 +5,13 @@ context channels; their outer product places the context along the pixel's ray.
 Splat: every frustum point ``(u, v, d)`` (augmented-image pixel coordinates, depth in metres) is taken to
 the ego frame with the per-camera matrices and summed into a BEV grid ("voxel pooling").
 
+Camera-aware depth (``camera_aware=True``, off by default as in BEVDet): the depth net also sees each
+feature pixel's ray, as four channels computed from the same matrices (:meth:`LSSViewTransformer.ray_encoding`):
+the ray's ego-frame direction and the inverse distance at which it meets the ground plane. A network
+without absolute position embedding cannot otherwise tell where in the (augmented) image a pixel lies, which
+is most of what its depth is; BEVDepth (Li et al. 2022) feeds the camera parameters to its depth net for
+the same reason. The depth net is then a 3x3 conv + BN + ReLU followed by the 1x1 projection.
+
 Matrix conventions (those of :mod:`projects.sparsevit_bevdet.datasets.transforms`):
 
 * ``img_aug_matrix`` ``(B, N, 4, 4)``: original pixel ``(u, v, d, 1)`` -> augmented pixel;
@@ -32,6 +39,8 @@ from torch import Tensor, nn
 __all__ = ['BEVGeometry', 'LSSViewTransformer', 'pad_to_4x4']
 
 _GRID_KEYS = ('x', 'y', 'z', 'depth')
+RAY_CHANNELS = 4  # ego-frame ray direction (3) and inverse ground distance (1)
+GROUND_SCALE = 10.0  # metres: the inverse ground distance is given as GROUND_SCALE / distance, order 1 like the rest
 
 
 def pad_to_4x4(mat: Tensor) -> Tensor:
@@ -91,6 +100,8 @@ class LSSViewTransformer(BaseModule):
         out_channels: context channels ``C`` per frustum point (BEVDet: 64).
         cache_geometry: reuse the BEV indices of the previous call when all matrices are equal (e.g. a
             fixed rig at test time without augmentation); the check is one ``torch.equal``.
+        camera_aware: give the depth net each pixel's ray encoding (see the module docstring).
+        depth_net_channels: hidden channels of the camera-aware depth net (default ``in_channels``).
 
     Forward: ``img_feats (B, N, in_channels, fH, fW)`` and the matrices -> ``(bev (B, C * nz, ny, nx),
     depth (B, N, D, fH, fW))``, ``fH, fW = H // downsample, W // downsample``.
@@ -103,6 +114,8 @@ class LSSViewTransformer(BaseModule):
                  in_channels: int = 512,
                  out_channels: int = 64,
                  cache_geometry: bool = True,
+                 camera_aware: bool = False,
+                 depth_net_channels: Optional[int] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         unknown = sorted(set(grid_config) - set(_GRID_KEYS))
@@ -123,7 +136,19 @@ class LSSViewTransformer(BaseModule):
         self.num_depth = self.frustum.shape[0]
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
-        self.depth_net = nn.Conv2d(self.in_channels, self.num_depth + self.out_channels, kernel_size=1)
+        self.camera_aware = bool(camera_aware)
+        if self.camera_aware:
+            hidden = self.in_channels if depth_net_channels is None else int(depth_net_channels)
+            if hidden < 1:
+                raise ValueError(f'depth_net_channels must be >= 1, got {depth_net_channels!r}')
+            self.depth_net = nn.Sequential(
+                nn.Conv2d(self.in_channels + RAY_CHANNELS, hidden, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+                nn.Conv2d(hidden, self.num_depth + self.out_channels, kernel_size=1))
+        elif depth_net_channels is not None:
+            raise ValueError('depth_net_channels only applies with camera_aware=True')
+        else:
+            self.depth_net = nn.Conv2d(self.in_channels, self.num_depth + self.out_channels, kernel_size=1)
         self.cache_geometry = cache_geometry
         self._geometry_cache: Optional[Tuple[Tensor, BEVGeometry]] = None
 
@@ -153,11 +178,12 @@ class LSSViewTransformer(BaseModule):
 
     # -- geometry -----------------------------------------------------------------------------
     def frustum_points_ego(self, cam2img: Tensor, cam2ego: Tensor, img_aug_matrix: Tensor,
-                           bev_aug_matrix: Tensor) -> Tensor:
+                           bev_aug_matrix: Tensor, frustum: Optional[Tensor] = None) -> Tensor:
         """Ego-frame (after BEV augmentation) ``(x, y, z)`` of every frustum point.
 
         Args: ``cam2img``, ``cam2ego``, ``img_aug_matrix`` ``(B, N, 4, 4)`` (``cam2img`` may be 3x3);
-        ``bev_aug_matrix`` ``(B, 4, 4)``. Returns ``(B, N, D, fH, fW, 3)`` float32.
+        ``bev_aug_matrix`` ``(B, 4, 4)``; ``frustum`` ``(D', fH, fW, 3)`` points ``(u', v', d)`` (default: the
+        transformer's own frustum). Returns ``(B, N, D, fH, fW, 3)`` float32.
         """
         cam2img = pad_to_4x4(cam2img)
         if cam2ego.shape[-2:] != (4, 4) or img_aug_matrix.shape[-2:] != (4, 4) or bev_aug_matrix.shape[-2:] != (4, 4):
@@ -171,7 +197,7 @@ class LSSViewTransformer(BaseModule):
         device = cam2ego.device
         # float32 with autocast off: half precision would move points across cells 0.8 m wide at 50 m.
         with torch.autocast(device_type=device.type, enabled=False):
-            frustum = self.frustum.to(device=device, dtype=torch.float32)
+            frustum = (self.frustum if frustum is None else frustum).to(device=device, dtype=torch.float32)
             ones = frustum.new_ones((*frustum.shape[:-1], 1))
             q = torch.cat([frustum, ones], dim=-1)  # (D, fH, fW, 4): (u', v', d, 1)
             img_unaug = torch.linalg.inv(img_aug_matrix.float())
@@ -180,6 +206,24 @@ class LSSViewTransformer(BaseModule):
             img2ego = bev_aug_matrix.float()[:, None] @ cam2ego.float() @ torch.linalg.inv(cam2img.float())
             pts = torch.einsum('bnij,bndhwj->bndhwi', img2ego[..., :3, :], p)
         return pts
+
+    def ray_encoding(self, cam2img: Tensor, cam2ego: Tensor, img_aug_matrix: Tensor,
+                     bev_aug_matrix: Tensor) -> Tensor:
+        """``(B * N, 4, fH, fW)``: per feature pixel, the ego-frame direction of its ray per metre of depth
+        ``(dx, dy, dz)`` and ``GROUND_SCALE * max(0, -dz / z_cam)``, the scaled inverse of the depth at which the
+        ray meets the ego ground plane ``z = 0`` (0 for rays at or above the horizon; ``z_cam`` is the camera
+        height)."""
+        with torch.no_grad():
+            unit = self.frustum[:2].clone()  # two depth slices; overwrite their depths with 1 m and 2 m
+            unit[0, ..., 2] = 1.0
+            unit[1, ..., 2] = 2.0
+            pts = self.frustum_points_ego(cam2img, cam2ego, img_aug_matrix, bev_aug_matrix, frustum=unit)
+            direction = pts[:, :, 1] - pts[:, :, 0]  # (B, N, fH, fW, 3)
+            origin_z = (pts[:, :, 0, ..., 2] - direction[..., 2]).clamp_min(1e-3)
+            inv_ground = GROUND_SCALE * (-direction[..., 2] / origin_z).clamp_min(0.0)
+            rays = torch.cat([direction, inv_ground[..., None]], dim=-1)
+            b, n, fh, fw, _ = rays.shape
+            return rays.permute(0, 1, 4, 2, 3).reshape(b * n, RAY_CHANNELS, fh, fw)
 
     def bev_geometry(self, cam2img: Tensor, cam2ego: Tensor, img_aug_matrix: Tensor,
                      bev_aug_matrix: Tensor) -> BEVGeometry:
@@ -240,7 +284,11 @@ class LSSViewTransformer(BaseModule):
             raise ValueError(f'LSSViewTransformer was built for {self.in_channels}-channel features of size '
                              f'{self.feature_size} (input_size {self.input_size} / downsample {self.downsample}); '
                              f'got {c} channels of size {(fh, fw)}')
-        x = self.depth_net(img_feats.reshape(b * n, c, fh, fw))
+        feats = img_feats.reshape(b * n, c, fh, fw)
+        if self.camera_aware:
+            rays = self.ray_encoding(cam2img, cam2ego, img_aug_matrix, bev_aug_matrix)
+            feats = torch.cat([feats, rays.to(feats.dtype)], dim=1)
+        x = self.depth_net(feats)
         depth = x[:, :self.num_depth].softmax(dim=1).view(b, n, self.num_depth, fh, fw)
         context = x[:, self.num_depth:].view(b, n, self.out_channels, fh, fw)
         geometry = self.bev_geometry(cam2img, cam2ego, img_aug_matrix, bev_aug_matrix)
@@ -249,5 +297,5 @@ class LSSViewTransformer(BaseModule):
     def extra_repr(self) -> str:
         return (f'grid_size(nx, ny, nz)={self.grid_size}, depth_bins={self.num_depth}, '
                 f'feature_size={self.feature_size}, in_channels={self.in_channels}, '
-                f'out_channels={self.out_channels}')
+                f'out_channels={self.out_channels}, camera_aware={self.camera_aware}')
 

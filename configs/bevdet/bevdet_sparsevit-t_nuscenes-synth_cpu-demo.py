@@ -12,6 +12,9 @@
 #   detection loss alone, far too slowly for a CPU budget;
 # - a camera-aware depth net (`camera_aware=True`): it also sees each pixel's ray (direction and where it
 #   meets the ground), which a from-scratch encoder without position embedding cannot infer quickly;
+# - an auxiliary perspective-view loss (`perspective_loss_weight`, training only): a small head on the
+#   image features classifies each feature pixel by the ground-truth box covering it, a short path that
+#   teaches the from-scratch encoder what objects look like;
 # - no ImageNet weights (none can be downloaded here): everything trains from scratch, with a higher
 #   learning rate and a short iteration-based cosine schedule.
 _base_ = ['./bevdet_sparsevit-t_nuscenes-synth.py']
@@ -53,6 +56,7 @@ out_size_factor = 16  # 0.1 m voxels x 16 = 1.6 m cells
 embed_dims = 32
 model = dict(
     depth_loss_weight=3.0,
+    perspective_loss_weight=2.0,
     img_backbone=dict(arch=None, embed_dims=embed_dims, depths=(2, 2, 6, 2), num_heads=(1, 2, 4, 8),
                       drop_path_rate=0.1),
     img_neck=dict(in_channels=(4 * embed_dims, 8 * embed_dims), out_channels=128),

@@ -25,6 +25,7 @@ from mmdet3d.registry import MODELS
 from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
 from torch import Tensor, nn
 
+from .perspective_aux import PerspectiveObjectnessHead, perspective_targets, sigmoid_focal_loss
 from .view_transformer import pad_to_4x4
 
 __all__ = ['BEVDet', 'collect_camera_matrices']
@@ -93,6 +94,10 @@ class BEVDet(Base3DDetector):
             distribution (BEVDepth, Li et al. 2022: binary cross-entropy against the one-hot depth bin of
             the nearest LiDAR point per feature pixel, weight 3.0 there); 0 (default) trains as BEVDet.
             Needs ``gt_depth`` in the metainfo (``BEVDetDepthTarget`` in the training pipeline).
+        perspective_loss_weight: weight of the auxiliary perspective-view loss
+            (:mod:`~.perspective_aux`: a small head classifies every image-feature pixel by the ground-truth
+            box covering it; focal loss; training only); 0 (default) trains as BEVDet.
+        perspective_head_channels: hidden channels of that head.
         class_names: the dataset's classes in label order (``metainfo['classes']``). CenterHead reads label
             ``k`` as the ``k``-th class of its tasks flattened, so the two orders must agree; given, this is
             checked at build time. BEVDet's task grouping needs BEVDet's class order (car, truck,
@@ -112,11 +117,16 @@ class BEVDet(Base3DDetector):
                  data_preprocessor: Optional[dict] = None,
                  class_names: Optional[Sequence[str]] = None,
                  depth_loss_weight: float = 0.0,
+                 perspective_loss_weight: float = 0.0,
+                 perspective_head_channels: int = 64,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if not depth_loss_weight >= 0.0:
             raise ValueError(f'depth_loss_weight must be >= 0, got {depth_loss_weight!r}')
         self.depth_loss_weight = float(depth_loss_weight)
+        if not perspective_loss_weight >= 0.0:
+            raise ValueError(f'perspective_loss_weight must be >= 0, got {perspective_loss_weight!r}')
+        self.perspective_loss_weight = float(perspective_loss_weight)
         self.img_backbone = MODELS.build(img_backbone)
         self.img_neck = MODELS.build(img_neck) if img_neck is not None else None
         self.img_view_transformer = MODELS.build(img_view_transformer)
@@ -139,6 +149,14 @@ class BEVDet(Base3DDetector):
             raise ValueError(f'CenterHead tasks give the label order {head_classes}, the dataset {list(class_names)}; '
                              f'CenterHead would train label k as the k-th task class. Reorder the dataset classes '
                              f"(metainfo=dict(classes=...)) or the tasks so that they agree")
+        self.perspective_head: Optional[nn.Module] = None
+        if self.perspective_loss_weight > 0:
+            num_classes = len(head_classes) or (len(class_names) if class_names is not None else 0)
+            if num_classes == 0:
+                raise ValueError('perspective_loss_weight > 0 needs the class list: give class_names or CenterHead '
+                                 'tasks with class_names')
+            self.perspective_head = PerspectiveObjectnessHead(self.img_view_transformer.in_channels, num_classes,
+                                                              hidden_channels=perspective_head_channels)
 
     def init_weights(self) -> None:
         """mmengine's recursive init, plus the heatmap prior of CenterHead's task heads, which it misses.
@@ -225,9 +243,10 @@ class BEVDet(Base3DDetector):
         """Images + metainfo -> ``[BEV feature map (B, C, ny', nx')]`` (the head's input list)."""
         return self._extract_bev_and_depth(batch_inputs_dict, batch_data_samples)[0]
 
-    def _extract_bev_and_depth(self, batch_inputs_dict: Dict[str, Any],
-                               batch_data_samples: Sequence[Det3DDataSample]) -> Tuple[List[Tensor], Tensor]:
-        """``extract_feat`` plus the view transformer's depth distribution ``(B, N, D, fH, fW)``."""
+    def _extract_bev_and_depth(self, batch_inputs_dict: Dict[str, Any], batch_data_samples: Sequence[Det3DDataSample]
+                               ) -> Tuple[List[Tensor], Tensor, Tensor, Dict[str, Tensor]]:
+        """``extract_feat`` plus the view transformer's depth distribution ``(B, N, D, fH, fW)``, the image
+        features ``(B, N, C, fH, fW)`` and the camera matrices (:func:`collect_camera_matrices`)."""
         imgs = batch_inputs_dict.get('imgs')
         if imgs is None:
             raise KeyError(f'BEVDet needs batch_inputs_dict["imgs"] (Det3DDataPreprocessor output of '
@@ -243,7 +262,7 @@ class BEVDet(Base3DDetector):
         if self._head_map_size is not None and tuple(x.shape[-2:]) != self._head_map_size:
             raise ValueError(f'the BEV encoder outputs {tuple(x.shape[-2:])} maps but CenterHead\'s grid is '
                              f'{self._head_map_size} (H, W); adjust out_size_factor or the BEV encoder')
-        return [x], depth
+        return [x], depth, img_feats, mats
 
     def depth_loss(self, depth: Tensor, batch_data_samples: Sequence[Det3DDataSample]) -> Tensor:
         """BEVDepth's depth loss: BCE of ``depth (B, N, D, fH, fW)`` against the one-hot bin of each
@@ -278,13 +297,27 @@ class BEVDet(Base3DDetector):
         """CenterHead losses (heatmap focal loss and box L1 per task) for ``gt_instances_3d`` in the ego frame."""
         if getattr(self.pts_bbox_head, 'train_cfg', None) is None:
             raise ValueError('BEVDet.loss needs train_cfg=dict(pts=dict(...)) (CenterHead targets)')
-        feats, depth = self._extract_bev_and_depth(batch_inputs_dict, batch_data_samples)
+        feats, depth, img_feats, mats = self._extract_bev_and_depth(batch_inputs_dict, batch_data_samples)
         outs = self.pts_bbox_head(feats)
         batch_gt_instances_3d = [sample.gt_instances_3d for sample in batch_data_samples]
         losses = self.pts_bbox_head.loss_by_feat(outs, batch_gt_instances_3d)
         if self.depth_loss_weight > 0:
             losses['loss_depth'] = self.depth_loss_weight * self.depth_loss(depth, batch_data_samples)
+        if self.perspective_head is not None:
+            losses['loss_perspective'] = self.perspective_loss_weight * self.perspective_loss(
+                img_feats, mats, batch_gt_instances_3d)
         return losses
+
+    def perspective_loss(self, img_feats: Tensor, mats: Dict[str, Tensor],
+                         batch_gt_instances_3d: Sequence[Any]) -> Tensor:
+        """Focal loss of the perspective head on ``img_feats (B, N, C, fH, fW)`` against
+        :func:`~.perspective_aux.perspective_targets` of the ground-truth boxes."""
+        b, n, c, fh, fw = img_feats.shape
+        logits = self.perspective_head(img_feats.reshape(b * n, c, fh, fw))
+        targets = perspective_targets([gt.bboxes_3d.corners for gt in batch_gt_instances_3d],
+                                      [gt.labels_3d for gt in batch_gt_instances_3d], mats, logits.shape[1],
+                                      (fh, fw), self.img_view_transformer.downsample)
+        return sigmoid_focal_loss(logits, targets.reshape(b * n, -1, fh, fw))
 
     def predict(self, batch_inputs_dict: Dict[str, Any], batch_data_samples: List[Det3DDataSample],
                 **kwargs) -> List[Det3DDataSample]:

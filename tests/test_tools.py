@@ -3,7 +3,6 @@ handling in-process."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -11,13 +10,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
+from projects.sparsevit_bevdet.testing.tools import load_tool
 from projects.sparsevit_bevdet.utils.entrypoint import (
     build_runner,
     enable_amp,
@@ -125,13 +124,6 @@ def test_missing_files_are_reported(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 # --- config handling, in-process ------------------------------------------------------------------
-
-def load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f'tool_{name}', REPO / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_work_dir_priority(tmp_path: Path) -> None:
     assert load_config(str(CONFIG), None, 'none', str(tmp_path)).work_dir == str(tmp_path)

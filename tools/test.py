@@ -4,6 +4,7 @@ Takes the same arguments as mmdet3d's tools/test.py, e.g.
 
     python tools/test.py configs/toy/toy_regression.py work_dirs/toy/iter_8.pth
     python tools/test.py CONFIG CHECKPOINT --show-dir vis --task multi-view_det
+    bash tools/dist_test.sh CONFIG CHECKPOINT 2          # 2 processes (GPUs, or gloo on CPU), one merged result
 
 The checkpoint is loaded with weights_only=True (see projects/sparsevit_bevdet/utils/safe_checkpoint.py);
 the metrics are logged by the runner and printed as one JSON line at the end.
@@ -22,6 +23,7 @@ from mmengine.config import Config  # noqa: E402
 # Importing the plugin installs safe (weights_only) checkpoint loading before the checkpoint is
 # read, also for configs that do not list it in custom_imports.
 import projects.sparsevit_bevdet  # noqa: E402,F401
+from projects.sparsevit_bevdet.utils.distributed import setup_distributed  # noqa: E402
 from projects.sparsevit_bevdet.utils.entrypoint import (  # noqa: E402
     VIS_TASKS,
     add_common_args,
@@ -31,6 +33,7 @@ from projects.sparsevit_bevdet.utils.entrypoint import (  # noqa: E402
     load_config,
     set_local_rank,
 )
+from projects.sparsevit_bevdet.utils.searched_ratios import apply_pruning_ratios  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--wait-time', type=float, default=2, help='seconds each shown result stays up')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation (config needs tta_model, '
                         'tta_pipeline)')
+    parser.add_argument('--pruning-ratios', metavar='JSON_OR_VALUE',
+                        help="SparseViT pruning ratios: tools/search.py's best.json (or any JSON file with them) or a "
+                        'literal such as 0.6; needed by the *-searched configs')
     add_common_args(parser)
     args = parser.parse_args(argv)
     check_file(parser, args.config, 'config file')
@@ -95,10 +101,14 @@ def main(argv=None) -> dict:
         trigger_visualization_hook(cfg, args)
     if args.tta:
         enable_tta(cfg)
+    apply_pruning_ratios(cfg, args.pruning_ratios)
     init_scope(cfg)
+    # CPU-only multi-process runs: gloo and our own process group (mmengine's init_dist needs CUDA)
+    setup_distributed(cfg)
     runner = build_runner(cfg)
     metrics = runner.test()
-    print(f'test metrics: {json.dumps(metrics, default=float, sort_keys=True)}', flush=True)
+    if runner.rank == 0:  # every rank gets the metrics; one line in the log is enough
+        print(f'test metrics: {json.dumps(metrics, default=float, sort_keys=True)}', flush=True)
     return metrics
 
 

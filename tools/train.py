@@ -5,6 +5,12 @@ Takes the same arguments as mmdet3d's tools/train.py, e.g.
     python tools/train.py configs/toy/toy_regression.py --work-dir work_dirs/toy
     python tools/train.py CONFIG --resume                  # latest checkpoint in the work dir
     python tools/train.py CONFIG --resume work_dirs/x/iter_4.pth --cfg-options train_cfg.max_iters=12
+    python tools/train.py SEARCHED_CONFIG --pruning-ratios work_dirs/search/best.json
+
+Several processes (GPUs, or CPU processes with gloo when there is no GPU):
+
+    python -m torch.distributed.run --nproc_per_node 2 tools/train.py CONFIG --launcher pytorch
+    bash tools/dist_train.sh CONFIG 2
 
 The repository root goes on sys.path, so configs with ``custom_imports`` work without PYTHONPATH.
 """
@@ -19,6 +25,7 @@ if str(REPO_ROOT) not in sys.path:
 # Importing the plugin installs safe (weights_only) checkpoint loading before any checkpoint is
 # read, also for configs that do not list it in custom_imports.
 import projects.sparsevit_bevdet  # noqa: E402,F401
+from projects.sparsevit_bevdet.utils.distributed import setup_distributed  # noqa: E402
 from projects.sparsevit_bevdet.utils.entrypoint import (  # noqa: E402
     add_common_args,
     build_runner,
@@ -30,6 +37,7 @@ from projects.sparsevit_bevdet.utils.entrypoint import (  # noqa: E402
     set_local_rank,
     set_resume,
 )
+from projects.sparsevit_bevdet.utils.searched_ratios import apply_pruning_ratios  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,6 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint, or without a value from the latest one in the '
                         'work dir')
+    parser.add_argument('--pruning-ratios', metavar='JSON_OR_VALUE',
+                        help="SparseViT pruning ratios: tools/search.py's best.json (or any JSON file with them) or a "
+                        'literal such as 0.6; needed by the *-searched configs')
     add_common_args(parser)
     args = parser.parse_args(argv)
     check_file(parser, args.config, 'config file')
@@ -63,7 +74,10 @@ def main(argv=None) -> None:
     if args.auto_scale_lr:
         enable_auto_scale_lr(cfg)
     set_resume(cfg, args.resume)
+    apply_pruning_ratios(cfg, args.pruning_ratios)
     init_scope(cfg)
+    # CPU-only multi-process runs: gloo and our own process group (mmengine's init_dist needs CUDA)
+    setup_distributed(cfg)
     runner = build_runner(cfg)
     runner.train()
 

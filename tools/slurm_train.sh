@@ -18,18 +18,15 @@ GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-}
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-if [ -z "${PYTHON:-}" ]; then
-    if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python; fi
-fi
 export MASTER_PORT=${PORT:-${MASTER_PORT:-29500}}
+source "$(dirname "$0")/dist_env.sh"  # ROOT, PYTHON, PYTHONPATH (after MASTER_PORT: it defaults PORT)
 GRES=${GRES-gpu:$GPUS_PER_NODE}
 GRES_ARG=()
 if [ -n "$GRES" ]; then GRES_ARG=(--gres="$GRES"); fi
 
 # SRUN_ARGS is split into words on purpose (several options)
 # shellcheck disable=SC2086
-PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" srun -p "$PARTITION" \
+srun -p "$PARTITION" \
     --job-name="$JOB_NAME" \
     ${GRES_ARG[@]+"${GRES_ARG[@]}"} \
     --ntasks="$GPUS" \

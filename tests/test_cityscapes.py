@@ -30,7 +30,7 @@ from projects.sparsevit_bevdet.synthetic.cityscapes import (
     label_ids_to_train_ids,
     synthetic_cityscapes_files,
 )
-from projects.sparsevit_bevdet.testing.tools import load_tool
+from projects.sparsevit_bevdet.utils.tool_loader import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / 'configs' / 'cityscapes'

@@ -22,7 +22,7 @@ from projects.sparsevit_bevdet.synthetic.coco import (
     SyntheticCocoConfig,
     generate_synthetic_coco,
 )
-from projects.sparsevit_bevdet.testing.tools import load_tool
+from projects.sparsevit_bevdet.utils.tool_loader import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / 'configs' / 'coco'

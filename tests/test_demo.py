@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from projects.sparsevit_bevdet.utils.tool_loader import load_tool
+
 REPO = Path(__file__).resolve().parents[1]
 ROWS = ('dense', 'uniform', 'searched')
 ROW_KEYS = {'config', 'checkpoint', 'pruning_ratios', 'mAP', 'NDS', 'encoder_ms', 'detector_ms'}
@@ -60,12 +62,7 @@ def test_second_run_reuses_every_stage(demo: tuple[Path, str]) -> None:
 
 @pytest.fixture(scope='module')
 def demo_tool():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location('_demo_tool_under_test', REPO / 'tools' / 'demo.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('demo')
 
 
 def test_stage_of_another_configuration_is_moved_aside_not_reused(demo_tool, tmp_path: Path) -> None:

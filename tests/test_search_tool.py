@@ -3,7 +3,6 @@
 from the state files, refusing another search's state, and the ratios in effect during validation."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
@@ -19,6 +18,7 @@ from projects.sparsevit_bevdet.backbones import SparseViT, expand_group_ratios
 from projects.sparsevit_bevdet.engine import find_image_encoder
 from projects.sparsevit_bevdet.search import StateMismatchError
 from projects.sparsevit_bevdet.testing.configs import DEMO_CONFIG, small_demo_config
+from projects.sparsevit_bevdet.utils.tool_loader import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE_DEPTHS = [2, 2, 6, 2]
@@ -38,16 +38,9 @@ class SearchTestRatioRecorderHook(Hook):
         RECORDED[-1].append(find_image_encoder(runner.model).pruning_ratios)
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location('search_tool', ROOT / 'tools' / 'search.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
 def tool():
-    return load_tool()
+    return load_tool('search')
 
 
 def small_cfg(synthetic_nuscenes, tmp_path):

@@ -16,7 +16,6 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from projects.sparsevit_bevdet.testing.tools import load_tool
 from projects.sparsevit_bevdet.utils.entrypoint import (
     build_runner,
     enable_amp,
@@ -25,6 +24,7 @@ from projects.sparsevit_bevdet.utils.entrypoint import (
     load_config,
     set_resume,
 )
+from projects.sparsevit_bevdet.utils.tool_loader import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs' / 'toy' / 'toy_regression.py'

@@ -203,7 +203,9 @@ def stage_search(checkpoint: Path, args: argparse.Namespace, upstream_key: str) 
     """``tools/search.py`` on the adapted detector; its ``best.json`` (cached: a finished search is reused)."""
     work_dir = args.work_dir / 'search'
     best = work_dir / 'best.json'
-    search = _load_tool('search')
+    from projects.sparsevit_bevdet.utils.tool_loader import load_tool
+
+    search = load_tool('search')
     argv = [str(ADAPT_CONFIG), str(checkpoint), '--latency-ratio', str(args.latency_ratio),
             '--work-dir', str(work_dir), '--threads', str(args.threads),
             '--uniform-ratios', *[str(r) for r in PARETO_UNIFORM]]
@@ -221,15 +223,6 @@ def stage_search(checkpoint: Path, args: argparse.Namespace, upstream_key: str) 
     result = search.run_search(cfg, str(checkpoint), search_args)
     (work_dir / 'demo_search_done').write_text('done\n')
     return result
-
-
-def _load_tool(name: str) -> Any:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f'_sparsevit_tool_{name}', ROOT / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class Detector:

@@ -1,4 +1,5 @@
-"""Import a script of the repository's ``tools/`` folder as a module (tests drive the tools in-process)."""
+"""Import a script of the repository's ``tools/`` folder as a module (the demo and the tests drive the tools
+in-process)."""
 from __future__ import annotations
 
 import importlib.util

@@ -12,7 +12,7 @@ import pytest
 from projects.sparsevit_bevdet.utils.tool_loader import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
-ROWS = ('dense', 'uniform', 'searched')
+ROWS = ('dense', 'dense_adapted', 'uniform', 'searched')
 ROW_KEYS = {'config', 'checkpoint', 'pruning_ratios', 'mAP', 'NDS', 'encoder_ms', 'detector_ms'}
 
 
@@ -43,6 +43,8 @@ def test_quick_demo_writes_the_summary_and_plots(demo: tuple[Path, str]) -> None
         assert len(row['pruning_ratios']) == 4 and [len(s) for s in row['pruning_ratios']] == [2, 2, 6, 2]
     assert all(r == 0.0 for s in summary['dense']['pruning_ratios'] for r in s)
     assert summary['dense']['checkpoint'] != summary['searched']['checkpoint']  # dense vs adapted weights
+    assert summary['dense_adapted']['checkpoint'] == summary['searched']['checkpoint']
+    assert all(r == 0.0 for s in summary['dense_adapted']['pruning_ratios'] for r in s)
     best = json.loads((work_dir / 'search' / 'best.json').read_text())
     assert summary['searched']['pruning_ratios'] == best['pruning_ratios']
     for name in ('pareto.png', 'predictions.png', 'learning_curve.png'):
@@ -55,7 +57,7 @@ def test_second_run_reuses_every_stage(demo: tuple[Path, str]) -> None:
     before = (work_dir / 'dense' / 'iter_2.pth').stat().st_mtime_ns
     out = run_demo(work_dir)
     for stage in ('v1.0-mini exists', 'finished dense training', 'finished adapt training', 'finished search',
-                  'dense: reusing', 'uniform: reusing', 'searched: reusing'):
+                  'dense: reusing', 'dense_adapted: reusing', 'uniform: reusing', 'searched: reusing'):
         assert stage in out, stage
     assert (work_dir / 'dense' / 'iter_2.pth').stat().st_mtime_ns == before
 

@@ -177,3 +177,51 @@ def test_search_cli_errors(tool, checkpoint, capsys):
     assert tool.proxy_indices(6, 3) == [0, 2, 5] and tool.proxy_indices(100, 4) == [0, 33, 66, 99]
     with pytest.raises(ValueError, match='not fewer than the 6 validation samples'):
         tool.proxy_indices(6, 6)
+
+
+def test_cached_inputs_give_the_uncached_predictions(synthetic_nuscenes, checkpoint, tmp_path):
+    """A replayed batch is the loader's batch: same predictions; the loader is read only once."""
+    from mmengine.runner import Runner
+
+    from projects.sparsevit_bevdet.search import CachedLoader
+
+    cfg = small_cfg(synthetic_nuscenes, tmp_path)
+    cfg.work_dir = str(tmp_path / 'work')
+    runner = Runner.from_cfg(cfg)
+    runner.load_checkpoint(str(checkpoint), map_location='cpu')
+    model = runner.model.eval()
+    loader = runner.val_loop.dataloader
+    reads = []
+
+    class CountingLoader:
+        dataset = loader.dataset
+        collate_fn = loader.collate_fn
+
+        def __len__(self):
+            return len(loader)
+
+        def __iter__(self):
+            for batch in loader:
+                reads.append(1)
+                yield batch
+
+    cached = CachedLoader(CountingLoader())
+    assert cached.dataset is loader.dataset and cached.collate_fn is loader.collate_fn
+    next(iter(cached))  # an abandoned pass caches nothing
+    assert not cached.cached
+    reads.clear()
+
+    def boxes(batches) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return [out.pred_instances_3d.bboxes_3d.tensor for b in batches for out in model.val_step(b)]
+
+    first = boxes(cached)
+    assert cached.cached and len(reads) == len(cached) == len(loader)
+    second = boxes(cached)
+    assert len(reads) == len(loader)  # the replay did not read the loader
+    uncached = boxes(loader)
+    for a, b, c in zip(first, second, uncached, strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    # the replayed data samples are copies: the model's predictions from one pass do not leak into the next
+    batch = next(iter(cached))
+    assert all('pred_instances_3d' not in ds for ds in batch['data_samples'])

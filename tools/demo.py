@@ -9,8 +9,9 @@ whose config, data root or upstream stage changed since is moved aside to `<stag
 3. ``adapt``: sparsity-aware adaptation from the dense checkpoint (``..._cpu-demo_adapt.py``);
 4. ``search``: ``tools/search.py`` on the adapted detector under a budget of ``--latency-ratio`` x the dense
    image-encoder latency (evolutionary search, random-search and uniform-ratio baselines);
-5. ``evaluate``: dense (the dense checkpoint, ratio 0), the best uniform ratio within the budget and the
-   searched ratios (the adapted checkpoint) on the full val split through the nuScenes devkit, with the image
+5. ``evaluate``: dense (the dense checkpoint, ratio 0), and with the adapted checkpoint: ratio 0
+   (``dense_adapted``, what sparsity costs on the same weights), the best uniform ratio within the budget and
+   the searched ratios, on the full val split through the nuScenes devkit, with the image
    encoder's and the whole detector's latency measured interleaved in this process (medians);
 6. outputs: one table, ``summary.json``, ``pareto.png`` (NDS vs encoder latency), ``predictions.png``
    (one val sample's boxes in BEV and on the six cameras) and ``learning_curve.png``.
@@ -208,7 +209,7 @@ def stage_search(checkpoint: Path, args: argparse.Namespace, upstream_key: str) 
     search = load_tool('search')
     argv = [str(ADAPT_CONFIG), str(checkpoint), '--latency-ratio', str(args.latency_ratio),
             '--work-dir', str(work_dir), '--threads', str(args.threads),
-            '--uniform-ratios', *[str(r) for r in PARETO_UNIFORM]]
+            '--uniform-ratios', *[str(r) for r in PARETO_UNIFORM], '--cache-inputs']
     argv += (['--population', '3', '--parents', '2', '--generations', '1', '--table-repeats', '1',
               '--check-samples', '2', '--check-repeats', '1', '--final-repeats', '2', '--rescore-top', '1']
              if args.quick else
@@ -231,6 +232,8 @@ class Detector:
     def __init__(self, name: str, config: Path, checkpoint: Path, args: argparse.Namespace) -> None:
         from mmengine.runner import Runner
 
+        from projects.sparsevit_bevdet.search import CachedLoader
+
         work_dir = args.work_dir / 'evaluate' / name
         cfg = demo_config(config, args, work_dir)
         cfg.load_from = str(checkpoint)
@@ -238,6 +241,8 @@ class Detector:
         self.runner.load_checkpoint(str(checkpoint), map_location='cpu')
         # the test loop runs outside runner.test(): start the hooks' run as runner.test() would
         self.runner.call_hook('before_run')
+        # several rows test the same weights on the same samples: decode and resize them once
+        self.runner.test_loop.dataloader = CachedLoader(self.runner.test_loop.dataloader)
         self.model = self.runner.model.eval()
         self.config, self.checkpoint = config, checkpoint
 
@@ -263,8 +268,11 @@ def stage_evaluate(dense_ckpt: Path, adapt_ckpt: Path, best: dict, args: argpars
                            f'raise --latency-ratio')
     dense = Detector('dense', DENSE_CONFIG, dense_ckpt, args)
     adapted = Detector('adapted', ADAPT_CONFIG, adapt_ckpt, args)
+    # dense_adapted: the adapted weights at ratio 0, so that what sparsity costs is read on the same
+    # weights (the adapted checkpoint trained longer than the dense one)
     rows = {
         'dense': (dense, 0.0),
+        'dense_adapted': (adapted, 0.0),
         'uniform': (adapted, best['uniform']['pruning_ratios']),
         'searched': (adapted, best['pruning_ratios']),
     }
@@ -323,12 +331,12 @@ def stage_evaluate(dense_ckpt: Path, adapt_ckpt: Path, best: dict, args: argpars
 
 def print_table(summary: dict) -> None:
     dense = summary['dense']
-    print(f"\n{'configuration':<10} {'mAP':>7} {'NDS':>7} {'encoder ms':>11} {'x dense':>8} {'detector ms':>12} "
+    print(f"\n{'configuration':<13} {'mAP':>7} {'NDS':>7} {'encoder ms':>11} {'x dense':>8} {'detector ms':>12} "
           f"{'x dense':>8}  group-mean ratio per stage")
-    for name in ('dense', 'uniform', 'searched'):
+    for name in ('dense', 'dense_adapted', 'uniform', 'searched'):
         row = summary[name]
         per_stage = [round(sum(s) / len(s), 2) for s in row['pruning_ratios']]
-        print(f"{name:<10} {row['mAP']:7.4f} {row['NDS']:7.4f} {row['encoder_ms']:11.1f} "
+        print(f"{name:<13} {row['mAP']:7.4f} {row['NDS']:7.4f} {row['encoder_ms']:11.1f} "
               f"{row['encoder_ms'] / dense['encoder_ms']:8.3f} {row['detector_ms']:12.1f} "
               f"{row['detector_ms'] / dense['detector_ms']:8.3f}  {per_stage}")
     budget = summary['budget']
@@ -363,6 +371,8 @@ def plot_pareto(summary: dict, search_dir: Path, path: Path) -> None:
     dense = summary['dense']
     ax.scatter([best['budget']['dense_predicted_ms']], [dense['NDS']], marker='D', s=60, color='black',
                label='dense (dense-trained checkpoint)', zorder=3)
+    ax.scatter([best['budget']['dense_predicted_ms']], [summary['dense_adapted']['NDS']], marker='D', s=60,
+               facecolor='white', edgecolor='black', label='dense (adapted checkpoint)', zorder=3)
     ax.axvline(best['latency_budget_ms'], color='tab:red', linestyle='--', label='latency budget')
     ax.set_xlabel('image-encoder latency (ms, predicted by the latency table)')
     ax.set_ylabel('NDS (synthetic val; markers: full split)')

@@ -12,7 +12,9 @@ re-measured with ``--final-repeats`` interleaved rounds against dense.
 Scoring. Each candidate is scored with the config's evaluator (``--metric``, NDS by default) on the full
 validation split, or with ``--proxy-samples N`` on N evenly spread validation samples; then the top
 ``--rescore-top`` candidates of each search are re-scored on the full split and the reported results come
-from full-split scores. The nuScenes database is loaded once per run, not per candidate.
+from full-split scores. The nuScenes database is loaded once per run, not per candidate. With
+``--cache-inputs`` the scored samples' preprocessed images are kept in memory after the first candidate, so
+later candidates skip decoding and resizing (the test pipeline is deterministic).
 
 Baselines. Beside the evolutionary search: a random search with as many scored evaluations (its own seed),
 and uniform ratios (the densest uniform ratio within the budget, plus ``--uniform-ratios``), all scored and
@@ -21,6 +23,16 @@ measured alike.
 Resuming. Every evaluation is saved at once (``search_state.json``, ``random_state.json``,
 ``scores_full.json``, ``scores_proxy.json``): re-running the same command resumes without repeating any.
 A state made with another checkpoint, metric, evaluation set, budget or ratio choices is refused.
+
+Many workers. With ``--storage URL --study-name NAME`` the evaluations live in an Optuna study instead of
+those files (``sqlite:///PATH.db``, ``postgresql://...``, ``mysql://...`` or ``journal://PATH.log``), and
+every process started with the same storage and name works on one search: a candidate is scored by one
+worker only, the trial of a killed worker is retried once its heartbeat is older than ``--grace-period``,
+and the evolution's generations are built from every worker's scores (see
+``projects/sparsevit_bevdet/search/shared_study.py``). The first worker stores its fingerprint and latency
+table in the study; the others use that table and are refused if their fingerprint (also the search's
+seeds and sizes) differs. Each worker writes the outputs below to its own ``--work-dir`` (atomically) from
+the shared history when the search is complete; only the final latency measurements are its own.
 
 Outputs in the work dir: ``best.json`` (top level: the evolutionary best, its per-block ratios ready for
 ``--cfg-options model.img_backbone.pruning_ratios=...``; ``evolution`` / ``random`` / ``uniform`` entries
@@ -51,7 +63,8 @@ if TYPE_CHECKING:
     from mmengine.config import Config
     from mmengine.runner import Runner, ValLoop
 
-    from projects.sparsevit_bevdet.search import SearchResult
+    from projects.sparsevit_bevdet.search import ScoreStore, SearchResult
+    from projects.sparsevit_bevdet.search.shared_study import SharedScores
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -85,6 +98,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--uniform-ratios', type=float, nargs='*', default=None,
                         help='uniform ratios scored for the plot, besides the densest one within the budget '
                              '(default: those of 0.2 0.4 0.6 0.8 among --ratio-choices)')
+    parser.add_argument('--cache-inputs', action='store_true',
+                        help='keep every scored sample\'s preprocessed inputs in memory after the first '
+                             'candidate, so later candidates skip image decoding (memory: one sample\'s '
+                             'images per sample scored; use with --proxy-samples on a real split)')
     parser.add_argument('--random-seed', type=int, default=None, help='seed of the random search (default: seed+1)')
     parser.add_argument('--table-repeats', type=int, default=3,
                         help='interleaved rounds of profiling each uniform ratio for the latency table')
@@ -97,6 +114,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--work-dir', type=Path, default=None)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='key=value overrides of the config')
+    parser.add_argument('--storage', default=None,
+                        help='Optuna storage shared by the workers of one search: sqlite:///PATH.db, '
+                             'postgresql://USER:PASSWORD@HOST/DB, mysql://USER:PASSWORD@HOST/DB or journal://PATH.log')
+    parser.add_argument('--study-name', default=None, help='the study of --storage (workers with the same one share)')
+    parser.add_argument('--heartbeat-interval', type=int, default=30,
+                        help='with --storage: seconds between the heartbeats of a running evaluation')
+    parser.add_argument('--grace-period', type=int, default=120,
+                        help='with --storage: seconds without a heartbeat after which an evaluation is retried')
     args = parser.parse_args(argv)
     for path, what in ((args.config, 'config'), (args.checkpoint, 'checkpoint')):
         if not Path(path).is_file():
@@ -117,6 +142,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             parser.error(f'--{name.replace("_", "-")} must be >= 1, got {value}')
     if args.random_seed is None:
         args.random_seed = args.seed + 1
+    if (args.storage is None) != (args.study_name is None):
+        parser.error('--storage and --study-name go together')
+    if args.storage is not None:
+        from projects.sparsevit_bevdet.search.shared_study import storage_kind
+
+        try:
+            storage_kind(args.storage)
+        except ValueError as err:
+            parser.error(str(err))
+        if not 0 < args.heartbeat_interval < args.grace_period:
+            parser.error(f'need 0 < --heartbeat-interval < --grace-period, got {args.heartbeat_interval} and '
+                         f'{args.grace_period}')
     return args
 
 
@@ -170,7 +207,9 @@ def run_search(cfg: Config, checkpoint: str, args: argparse.Namespace) -> dict:
     from projects.sparsevit_bevdet.backbones import expand_group_ratios
     from projects.sparsevit_bevdet.engine import find_image_encoder
     from projects.sparsevit_bevdet.search import (
+        CachedLoader,
         EvolutionarySearch,
+        LatencyTable,
         RandomSearch,
         ScoreStore,
         load_or_profile,
@@ -198,7 +237,31 @@ def run_search(cfg: Config, checkpoint: str, args: argparse.Namespace) -> dict:
     val_dataset = runner.val_loop.dataloader.dataset
     batch = model.data_preprocessor(next(iter(runner.val_loop.dataloader)), False)
     images = batch['inputs']['imgs'][0]  # one sample's cameras at the input size the pipeline produces
+    shared = None
+    if args.storage:
+        from projects.sparsevit_bevdet.search.shared_study import (
+            SharedEvolutionarySearch,
+            SharedRandomSearch,
+            SharedStudy,
+        )
+
+        shared = SharedStudy(args.storage, args.study_name, args.heartbeat_interval, args.grace_period)
+        if shared.copy_latency_table(work_dir / 'latency_table.json'):  # a joining worker need not profile
+            log(f'study {args.study_name!r}: using its latency table')
     table = load_or_profile(work_dir / 'latency_table.json', encoder, images, choices, args.table_repeats, log=log)
+    ds_cfg = cfg.val_dataloader.dataset
+    ann_file = os.path.abspath(os.path.join(ds_cfg.get('data_root') or '', ds_cfg.ann_file))
+    scored_on = dict(checkpoint_sha256=file_sha256(checkpoint), metric=args.metric)
+    eval_set = dict(ann_file=ann_file, samples=proxy_indices(len(val_dataset), args.proxy_samples)
+                    if args.proxy_samples else 'all')
+    fingerprint = dict(scored_on, eval_set=eval_set, latency_table=table.key,
+                       budget=dict(latency_ratio=args.latency_ratio, latency_budget_ms=args.latency_budget_ms))
+    if shared is not None:
+        # every worker predicts with the study creator's table, so all of them draw the same candidates
+        table = LatencyTable.from_json(shared.join(dict(fingerprint, search=dict(
+            seed=args.seed, random_seed=args.random_seed, population=args.population, parents=args.parents,
+            mutation_prob=args.mutation_prob)), table.to_json()))
+        atomic_write_json(work_dir / 'latency_table.json', table.to_json(), indent=1)  # the table in use
 
     def blocks(candidate: tuple) -> list[list[float]]:
         return expand_group_ratios(space, candidate)
@@ -222,6 +285,9 @@ def run_search(cfg: Config, checkpoint: str, args: argparse.Namespace) -> dict:
 
     # -- scoring: full split, optional proxy subset, both cached on disk -------------------------------------
     def score_with(loop: ValLoop) -> Callable[[tuple], float]:
+        if args.cache_inputs:
+            loop.dataloader = CachedLoader(loop.dataloader)
+
         def score(candidate: tuple) -> float:
             encoder.set_pruning_ratios(blocks(candidate))
             metrics = loop.run()
@@ -230,37 +296,50 @@ def run_search(cfg: Config, checkpoint: str, args: argparse.Namespace) -> dict:
             return float(metrics[args.metric])
         return score
 
-    ds_cfg = cfg.val_dataloader.dataset
-    ann_file = os.path.abspath(os.path.join(ds_cfg.get('data_root') or '', ds_cfg.ann_file))
-    scored_on = dict(checkpoint_sha256=file_sha256(checkpoint), metric=args.metric)
-    full_scores = ScoreStore(work_dir / 'scores_full.json', score_with(runner.val_loop),
-                             dict(scored_on, eval_set=dict(ann_file=ann_file, samples='all')))
-    search_scores, eval_set = full_scores, dict(ann_file=ann_file, samples='all')
+    def scores(name: str, score_fn: Callable[[tuple], float]) -> ScoreStore | SharedScores:
+        """The scores of one evaluation set: in the study when shared, else in ``scores_<name>.json``."""
+        if shared is not None:
+            return shared.scores(name, score_fn)
+        samples = eval_set['samples'] if name == 'proxy' else 'all'
+        return ScoreStore(work_dir / f'scores_{name}.json', score_fn,
+                          dict(scored_on, eval_set=dict(ann_file=ann_file, samples=samples)))
+
+    full_scores = scores('full', score_with(runner.val_loop))
+    search_scores = full_scores
     if args.proxy_samples:
-        indices = proxy_indices(len(val_dataset), args.proxy_samples)
+        indices = eval_set['samples']
         tokens = [val_dataset.get_data_info(i)['token'] for i in indices]
-        eval_set = dict(ann_file=ann_file, samples=indices)
-        search_scores = ScoreStore(work_dir / 'scores_proxy.json',
-                                   score_with(proxy_loop(runner, cfg, indices, tokens)),
-                                   dict(scored_on, eval_set=eval_set))
+        search_scores = scores('proxy', score_with(proxy_loop(runner, cfg, indices, tokens)))
         log(f'scoring on a proxy subset of {len(indices)} of the {len(val_dataset)} validation samples, '
             f'the best {args.rescore_top} of each search re-scored on the full split')
-    fingerprint = dict(scored_on, eval_set=eval_set, latency_table=table.key,
-                       budget=dict(latency_ratio=args.latency_ratio, latency_budget_ms=args.latency_budget_ms))
 
     # -- the searches -------------------------------------------------------------------------------------
-    evolution = EvolutionarySearch(space, search_scores, predicted_ms, budget_ms, choices,
-                                   population_size=args.population, num_parents=args.parents,
-                                   generations=args.generations, mutation_prob=args.mutation_prob, seed=args.seed,
-                                   state_file=work_dir / 'search_state.json', fingerprint=fingerprint).run(log=log)
-    random_result = RandomSearch(space, search_scores, predicted_ms, budget_ms, len(evolution.history), choices,
-                                 seed=args.random_seed, state_file=work_dir / 'random_state.json',
-                                 fingerprint=fingerprint).run(log=log)
+    evolution_cls, random_cls = (SharedEvolutionarySearch, SharedRandomSearch) if shared else \
+        (EvolutionarySearch, RandomSearch)
+    evolution = evolution_cls(space, search_scores, predicted_ms, budget_ms, choices,
+                              population_size=args.population, num_parents=args.parents,
+                              generations=args.generations, mutation_prob=args.mutation_prob, seed=args.seed,
+                              state_file=None if shared else work_dir / 'search_state.json',
+                              fingerprint=fingerprint).run(log=log)
+    random_result = random_cls(space, search_scores, predicted_ms, budget_ms, len(evolution.history), choices,
+                               seed=args.random_seed, state_file=None if shared else work_dir / 'random_state.json',
+                               fingerprint=fingerprint).run(log=log)
+
+    def rescored(result: SearchResult) -> list[tuple]:
+        """The candidates of a search re-scored on the full split: its top K with a proxy, else its best."""
+        return [e.ratios for e in result.ranked()[:args.rescore_top]] if args.proxy_samples else [result.best.ratios]
+
+    within = [r for r in choices if predicted_ms(uniform(space, r)) <= budget_ms]
+    uniform_best_ratio = within[0] if within else None  # the densest uniform ratio within the budget
+    uniform_scored = sorted({*args.uniform_ratios, *within[:1]})
+    if shared is not None:
+        # every worker takes a share of the full-split scores, rather than all waiting on one at a time
+        full_scores.score_all([*rescored(evolution), *rescored(random_result),
+                               *(uniform(space, r) for r in uniform_scored)], 'full split', log=log)
 
     def full_split_best(result: SearchResult, name: str) -> tuple[tuple, float]:
         """(candidate, full-split score) of the best of the top-K re-scored on the full split."""
-        finalists = [e.ratios for e in result.ranked()[:args.rescore_top]] if args.proxy_samples else \
-            [result.best.ratios]
+        finalists = rescored(result)
         for i, c in enumerate(finalists):
             if args.proxy_samples and c not in full_scores:
                 log(f'{name}: re-scoring on the full split, candidate {i + 1}/{len(finalists)}')
@@ -272,9 +351,6 @@ def run_search(cfg: Config, checkpoint: str, args: argparse.Namespace) -> dict:
     random_best, random_score = full_split_best(random_result, 'random search')
 
     # -- uniform baselines: the densest uniform ratio within the budget, and the requested ones ---------------
-    within = [r for r in choices if predicted_ms(uniform(space, r)) <= budget_ms]
-    uniform_best_ratio = within[0] if within else None
-    uniform_scored = sorted({*args.uniform_ratios, *within[:1]})
     for i, r in enumerate(uniform_scored):
         if uniform(space, r) not in full_scores:
             log(f'uniform ratio {r}: scoring on the full split, {i + 1}/{len(uniform_scored)}')
@@ -323,6 +399,8 @@ def run_search(cfg: Config, checkpoint: str, args: argparse.Namespace) -> dict:
         uniform_scored=[dict(ratio=r, score=full_scores(uniform(space, r)),
                              predicted_latency_ms=predicted_ms(uniform(space, r))) for r in uniform_scored],
     )
+    if shared is not None:
+        best['study'] = args.study_name
     atomic_write_json(work_dir / 'best.json', best, indent=1)
     atomic_write_json(work_dir / 'search_history.json', dict(
         evolution=[e.to_json() for e in evolution.history], random=[e.to_json() for e in random_result.history],

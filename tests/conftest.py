@@ -54,3 +54,24 @@ def nuscenes_copy(synthetic_nuscenes: SimpleNamespace, tmp_path: Path) -> Path:
     dst = tmp_path / 'nusc'
     shutil.copytree(synthetic_nuscenes.root, dst)
     return dst
+
+
+# ----------------------------------------------------------------------------------------------------
+# tools/search.py on the small synthetic nuScenes (tests/test_search_tool.py, test_shared_search.py)
+
+
+@pytest.fixture(scope='session')
+def search_checkpoint(synthetic_nuscenes: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained detector of ``small_search_cfg`` saved as an mmengine checkpoint."""
+    import torch
+    from mmdet3d.registry import MODELS
+    from mmengine.registry import DefaultScope
+
+    from projects.sparsevit_bevdet.testing.configs import small_search_cfg
+
+    tmp = tmp_path_factory.mktemp('search_ckpt')
+    with DefaultScope.overwrite_default_scope('mmdet3d'):
+        model = MODELS.build(small_search_cfg(synthetic_nuscenes, tmp).model)
+    path = tmp / 'model.pth'
+    torch.save({'state_dict': model.state_dict()}, path)
+    return path

@@ -11,13 +11,12 @@ import pytest
 import torch
 from mmdet3d.registry import HOOKS
 from mmengine.hooks import Hook
-from mmengine.registry import DefaultScope
 from mmengine.runner import ValLoop
 
 from projects.sparsevit_bevdet.backbones import SparseViT, expand_group_ratios
 from projects.sparsevit_bevdet.engine import find_image_encoder
 from projects.sparsevit_bevdet.search import StateMismatchError
-from projects.sparsevit_bevdet.testing.configs import DEMO_CONFIG, small_demo_config
+from projects.sparsevit_bevdet.testing.configs import DEMO_CONFIG, small_search_cfg
 from projects.sparsevit_bevdet.utils.tool_loader import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,28 +37,16 @@ class SearchTestRatioRecorderHook(Hook):
         RECORDED[-1].append(find_image_encoder(runner.model).pruning_ratios)
 
 
+@pytest.fixture
+def checkpoint(search_checkpoint: Path) -> Path:
+    return search_checkpoint
+
+
 @pytest.fixture(scope='module')
 def tool():
     return load_tool('search')
 
 
-def small_cfg(synthetic_nuscenes, tmp_path):
-    cfg = small_demo_config(synthetic_nuscenes.root, synthetic_nuscenes.image_size, tmp_path / 'results')
-    # an untrained head keeps 1000 boxes per task for the CPU rotated NMS: most of a validation run's time
-    cfg.model.test_cfg.pts.pre_max_size = 50
-    return cfg
-
-
-@pytest.fixture(scope='module')
-def checkpoint(synthetic_nuscenes, tmp_path_factory) -> Path:
-    from mmdet3d.registry import MODELS
-
-    tmp = tmp_path_factory.mktemp('search_ckpt')
-    with DefaultScope.overwrite_default_scope('mmdet3d'):
-        model = MODELS.build(small_cfg(synthetic_nuscenes, tmp).model)
-    path = tmp / 'model.pth'
-    torch.save({'state_dict': model.state_dict()}, path)
-    return path
 
 
 SMALL_SEARCH = ['--population', '2', '--parents', '2', '--generations', '1', '--mutation-prob', '0.5',
@@ -84,7 +71,7 @@ def search(tool, cfg, checkpoint: Path, work_dir: Path, *extra: str) -> dict:
 def test_search_tool_runs_resumes_and_refuses_other_states(tool, synthetic_nuscenes, checkpoint, tmp_path,
                                                            val_runs, capsys):
     work = tmp_path / 'search'
-    best = search(tool, small_cfg(synthetic_nuscenes, tmp_path), checkpoint, work, '--latency-budget-ms', '1e6',
+    best = search(tool, small_search_cfg(synthetic_nuscenes, tmp_path), checkpoint, work, '--latency-budget-ms', '1e6',
                   '--uniform-ratios')
     history = json.loads((work / 'search_history.json').read_text())
     full = json.loads((work / 'scores_full.json').read_text())['scores']
@@ -114,7 +101,7 @@ def test_search_tool_runs_resumes_and_refuses_other_states(tool, synthetic_nusce
 
     # the same command again: everything is found done, nothing is scored again
     val_runs.clear()
-    again = search(tool, small_cfg(synthetic_nuscenes, tmp_path), checkpoint, work, '--latency-budget-ms', '1e6',
+    again = search(tool, small_search_cfg(synthetic_nuscenes, tmp_path), checkpoint, work, '--latency-budget-ms', '1e6',
                    '--uniform-ratios')
     assert val_runs == [] and again['group_ratios'] == best['group_ratios']
     assert again['evolution']['score'] == best['evolution']['score']
@@ -123,7 +110,7 @@ def test_search_tool_runs_resumes_and_refuses_other_states(tool, synthetic_nusce
     with pytest.raises(StateMismatchError, match=r"budget: \{'latency_ratio': None, 'latency_budget_ms': 1000000\.0\} "
                                                  r"in the state, \{'latency_ratio': 0\.5, 'latency_budget_ms': None\}"
                        ) as err:
-        search(tool, small_cfg(synthetic_nuscenes, tmp_path), checkpoint, work, '--latency-ratio', '0.5',
+        search(tool, small_search_cfg(synthetic_nuscenes, tmp_path), checkpoint, work, '--latency-ratio', '0.5',
                '--check-samples', '0')
     assert 'search_state.json' in str(err.value) and 'delete' in str(err.value)
     assert val_runs == []
@@ -133,7 +120,7 @@ def test_proxy_scoring_and_ratios_in_effect_during_validation(tool, synthetic_nu
     """With the adaptation config's hook installed, every validation batch runs with the candidate's ratios.
 
     Needs SparsityAdaptationHook to leave explicitly set ratios alone at validation time."""
-    cfg = small_cfg(synthetic_nuscenes, tmp_path)
+    cfg = small_search_cfg(synthetic_nuscenes, tmp_path)
     cfg.custom_hooks = [dict(type='SparsityAdaptationHook', ratio_choices=[0.0, 0.4, 0.8], eval_ratios=0.0, seed=0),
                         dict(type='SearchTestRatioRecorderHook')]
     RECORDED.clear()
@@ -185,7 +172,7 @@ def test_cached_inputs_give_the_uncached_predictions(synthetic_nuscenes, checkpo
 
     from projects.sparsevit_bevdet.search import CachedLoader
 
-    cfg = small_cfg(synthetic_nuscenes, tmp_path)
+    cfg = small_search_cfg(synthetic_nuscenes, tmp_path)
     cfg.work_dir = str(tmp_path / 'work')
     runner = Runner.from_cfg(cfg)
     runner.load_checkpoint(str(checkpoint), map_location='cpu')

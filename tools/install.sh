@@ -88,18 +88,24 @@ if ! has "import setuptools, sys; sys.exit(setuptools.__version__ != '$(pinned s
     say "setuptools $(pinned setuptools) (ships pkg_resources, which mmengine needs at run time)"
     "${PIP[@]}" setuptools
 fi
-if ! has "import mmdet, mmdet3d, mmseg, nuscenes, pycocotools, lyft_dataset_sdk, numba, pytest, ruff"; then
+if ! has "import mmdet, mmdet3d, mmseg, nuscenes, pycocotools, lyft_dataset_sdk, numba, optuna, pytest, ruff"; then
     say "installing mmdet, mmdet3d, mmseg, nuscenes-devkit and tools"
     "${PIP[@]}" mmengine mmdet numpy nuscenes-devkit pycocotools shapely pyquaternion \
         numba trimesh plyfile networkx scikit-image tensorboard ftfy regex prettytable \
-        opencv-python matplotlib scipy cachetools fire scikit-learn pandas pytest ruff
+        opencv-python matplotlib scipy cachetools fire scikit-learn pandas optuna pytest ruff
     # mmdet3d pins open3d (not needed on CPU) and lyft_dataset_sdk pulls linters we do not
     # need, so both (and mmseg) go in without their declared dependencies; the ones they
     # import are installed above.
     "${PIP[@]}" --no-deps mmdet3d mmsegmentation lyft_dataset_sdk
 fi
 
-# 4. this package
+# 4. ONNX export and onnxruntime (tools/export_onnx.py, tools/benchmark_latency.py --modes onnxruntime)
+if ! has "import onnx, onnxscript, onnxruntime"; then
+    say "installing onnx, onnxscript and onnxruntime"
+    "${PIP[@]}" onnx onnxscript onnxruntime
+fi
+
+# 5. this package
 if ! has "import importlib.metadata as m; m.version('sparsevit-bevdet')"; then
     say "installing sparsevit-bevdet (editable)"
     "${PIP[@]}" --no-deps --no-build-isolation -e .

@@ -168,6 +168,11 @@ class _BudgetedSearch:
                      f'(budget {self.latency_budget:.4g}), {time.perf_counter() - start:.1f} s')
         return self.evaluations[candidate]
 
+    def _score_many(self, candidates: Sequence[GroupRatios], where: str) -> list[Evaluation]:
+        """Score each of ``candidates`` in turn (a search shared through a study splits them among workers)."""
+        n = len(candidates)
+        return [self._score(c, f'{where}, candidate {i + 1}/{n}') for i, c in enumerate(candidates)]
+
     def _result(self, candidates: Sequence[GroupRatios]) -> SearchResult:
         evaluated = [self.evaluations[c] for c in candidates]
         history = sorted(evaluated, key=lambda e: (e.generation, -e.score))
@@ -225,8 +230,7 @@ class EvolutionarySearch(_BudgetedSearch):
         return dict(population=[[list(s) for s in c] for c in self.population])
 
     def _score_population(self, where: str) -> list[Evaluation]:
-        n = len(self.population)
-        return [self._score(c, f'{where}, candidate {i + 1}/{n}') for i, c in enumerate(self.population)]
+        return self._score_many(self.population, where)
 
     def run(self, log: Log = print) -> SearchResult:
         """Run (or resume) the search; returns the best candidate found within the budget."""
@@ -306,6 +310,5 @@ class RandomSearch(_BudgetedSearch):
             self.candidates.append(candidate)
         self._save()
         chosen = self.candidates[:self.num_evaluations]
-        for i, c in enumerate(chosen):
-            self._score(c, f'random search, candidate {i + 1}/{len(chosen)}')
+        self._score_many(chosen, 'random search')
         return self._result(chosen)

@@ -14,7 +14,8 @@ from typing import Any, Callable, Optional
 
 from ..utils.atomic_io import atomic_write_json
 
-__all__ = ['GroupRatios', 'ScoreStore', 'StateMismatchError', 'canonical', 'check_fingerprint', 'read_state']
+__all__ = ['GroupRatios', 'ScoreStore', 'StateMismatchError', 'canonical', 'check_fingerprint', 'fingerprint_diffs',
+           'read_state']
 
 GroupRatios = tuple[tuple[float, ...], ...]
 
@@ -33,12 +34,17 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def fingerprint_diffs(saved: Optional[dict], current: dict, saved_in: str = 'the state') -> list[str]:
+    """One ``'field: <saved> in <saved_in>, <current> now'`` line per field whose values differ."""
+    saved, current = _plain(saved or {}), _plain(current)
+    return [f'{field}: {saved.get(field)!r} in {saved_in}, {current.get(field)!r} now'
+            for field in [*current, *(f for f in saved if f not in current)]
+            if saved.get(field) != current.get(field)]
+
+
 def check_fingerprint(path: str | Path, saved: Optional[dict], current: dict) -> None:
     """Raise :class:`StateMismatchError` naming each field whose saved value differs from the current one."""
-    saved, current = _plain(saved or {}), _plain(current)
-    diffs = [f'{field}: {saved.get(field)!r} in the state, {current.get(field)!r} now'
-             for field in [*current, *(f for f in saved if f not in current)]
-             if saved.get(field) != current.get(field)]
+    diffs = fingerprint_diffs(saved, current)
     if diffs:
         raise StateMismatchError(f'{path} was written by a different search, refusing to resume it ('
                                  + '; '.join(diffs) + f'). Choose another --work-dir or delete {path} to start over.')

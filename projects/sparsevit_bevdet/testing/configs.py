@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 from mmengine.config import Config
 
@@ -27,4 +28,13 @@ def small_demo_config(data_root: str | Path, image_size: tuple[int, int], result
         cfg[evaluator].update(data_root=root, ann_file=root + 'nuscenes_infos_val.pkl',
                               jsonfile_prefix=str(results_dir))
     cfg.model.img_view_transformer.input_size = tuple(input_size)
+    return cfg
+
+
+def small_search_cfg(nuscenes: Any, tmp_dir: str | Path) -> Config:
+    """:func:`small_demo_config` on ``nuscenes`` (``.root``, ``.image_size``: the tests' synthetic set) with a
+    validation run cheap enough to repeat (search tests)."""
+    cfg = small_demo_config(nuscenes.root, nuscenes.image_size, Path(tmp_dir) / 'results')
+    # an untrained head keeps 1000 boxes per task for the CPU rotated NMS: most of a validation run's time
+    cfg.model.test_cfg.pts.pre_max_size = 50
     return cfg

@@ -4,20 +4,33 @@ All variants share the same weights and are timed interleaved in one process (ro
 shuffled order each round), so slow drift of the machine affects them alike; the table reports
 medians and the spread (25th-75th percentile). Ratios are the point: compare them within one run.
 
+``--modes`` picks how SparseViT runs (each mode at every ratio, all interleaved in one table):
+
+* ``eager``: PyTorch eager, the default (dynamic) sparse path;
+* ``static``: PyTorch eager on the static-shape path (``static_shapes=True``);
+* ``compiled``: ``torch.compile(fullgraph=True)`` (inductor; compiled during the warm-up rounds);
+* ``onnxruntime``: the encoder exported to ONNX at each ratio, run by onnxruntime (CPU, float32).
+
+Each row's ``vs r=0`` is against r=0 of the same mode (the sparse / dense ratio), ``vs eager`` against
+eager at the same ratio.
+
 Examples::
 
     python tools/benchmark_latency.py --arch tiny --shape 6 3 256 704 --threads 2 \\
         --json work_dirs/bench/latency_cpu.json --plot work_dirs/bench/latency_cpu.png
     python tools/benchmark_latency.py --device cuda --dtype float16 --repeats 50
+    python tools/benchmark_latency.py --shape 1 3 672 672 --out-indices 0 1 2 3 --ratios 0 0.6 \\
+        --modes eager static compiled --no-mmdet
+    python tools/benchmark_latency.py --shape 6 3 256 704 --ratios 0 0.6 --modes eager onnxruntime --no-mmdet
 """
 from __future__ import annotations
 
 import argparse
-import random
+import copy
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -25,9 +38,10 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 DENSE = 'mmdet SwinTransformer'
+MODES = ('eager', 'static', 'compiled', 'onnxruntime')
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--arch', default='tiny', choices=['tiny', 'small', 'base', 'large'])
     parser.add_argument('--window-size', type=int, default=7)
@@ -42,6 +56,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=7, help='timed rounds (each runs every variant once)')
+    parser.add_argument('--modes', nargs='+', choices=MODES, default=['eager'],
+                        help='how SparseViT runs (see above); onnxruntime: CPU only')
     parser.add_argument('--no-mmdet', action='store_true', help="skip mmdet's dense Swin")
     parser.add_argument('--memory', action='store_true',
                         help='also measure peak memory of one forward per variant (CPU: a subprocess each)')
@@ -50,7 +66,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--markdown', action='store_true', help='also print the table as Markdown')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--_memory-child', dest='memory_child', default=None, help=argparse.SUPPRESS)
-    return parser.parse_args()
+    args = parser.parse_args(argv)
+    if 'compiled' in args.modes and args.warmup < 1:
+        parser.error('--modes compiled needs --warmup >= 1 (the first call of each ratio compiles)')
+    if 'onnxruntime' in args.modes and args.device == 'cuda':
+        parser.error('--modes onnxruntime runs on the CPU only (the onnxruntime package has no CUDA provider)')
+    return args
 
 
 def build_models(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Module | None]:
@@ -73,9 +94,64 @@ def build_models(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Mo
     return sparse, dense
 
 
-def variants(args: argparse.Namespace) -> list[str]:
-    names = [f'SparseViT r={r:.2f}' for r in args.ratios]
-    return names if args.no_mmdet else [*names, DENSE]
+def variant_name(ratio: float, mode: str) -> str:
+    return f'SparseViT r={ratio:.2f}' + ('' if mode == 'eager' else f' {mode}')
+
+
+def device_modes(args: argparse.Namespace, device: torch.device) -> list[str]:
+    return [m for m in args.modes if device.type == 'cpu' or m != 'onnxruntime']
+
+
+def variants(args: argparse.Namespace, device: torch.device) -> list[tuple[str, str, float]]:
+    """``(name, mode, ratio)`` of every timed variant (mmdet's Swin: mode 'mmdet', ratio 0)."""
+    names = [(variant_name(r, m), m, r) for m in device_modes(args, device) for r in args.ratios]
+    return names if args.no_mmdet else [*names, (DENSE, 'mmdet', 0.0)]
+
+
+def build_runners(args: argparse.Namespace, device: torch.device, sparse: torch.nn.Module,
+                  dense: torch.nn.Module | None, x: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """A call per variant; each mode has its own copy of the encoder (compiled graphs guard on its attributes)."""
+    runners: dict[str, Callable[[], object]] = {}
+    if dense is not None:
+        runners[DENSE] = lambda: dense(x)
+    for mode in device_modes(args, device):
+        model = sparse if mode == 'eager' else copy.deepcopy(sparse)
+        if mode == 'static':
+            model.static_shapes = True
+        if mode == 'onnxruntime':
+            runners.update(onnxruntime_runners(args, model, x))
+            continue
+        if mode == 'compiled':
+            # one graph per ratio; above the recompile limit dynamo would fall back to eager
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(args.ratios) + 1)
+            call = torch.compile(model, fullgraph=True)
+        else:
+            call = model
+        for ratio in args.ratios:
+            runners[variant_name(ratio, mode)] = ratio_runner(model, call, ratio, x)
+    return runners
+
+
+def ratio_runner(model: torch.nn.Module, call: Callable, ratio: float, x: torch.Tensor) -> Callable[[], object]:
+    """Set ``ratio`` on ``model``, then run ``call`` (the model or its compiled wrapper) on ``x``."""
+    def run() -> object:
+        model.set_pruning_ratios(ratio)
+        return call(x)
+    return run
+
+
+def onnxruntime_runners(args: argparse.Namespace, model: torch.nn.Module,
+                        x: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """The encoder exported at every ratio, each run by an onnxruntime session with ``--threads`` threads."""
+    from projects.sparsevit_bevdet.backbones.onnx_export import export_onnx, onnxruntime_session, run_onnxruntime
+
+    runners: dict[str, Callable[[], object]] = {}
+    for ratio in args.ratios:
+        print(f'[onnxruntime] exporting r={ratio:.2f}')
+        model.set_pruning_ratios(ratio)
+        session = onnxruntime_session(export_onnx(model, x), args.threads)
+        runners[variant_name(ratio, 'onnxruntime')] = lambda s=session: run_onnxruntime(s, x)
+    return runners
 
 
 def run_variant(name: str, sparse, dense, x: torch.Tensor) -> None:
@@ -95,6 +171,7 @@ def time_device(args: argparse.Namespace, device: torch.device) -> list[dict]:
     from mmengine.utils import ProgressBar
 
     from projects.sparsevit_bevdet.backbones.complexity import sparsevit_macs
+    from projects.sparsevit_bevdet.utils.timing import interleaved_times
 
     sparse, dense = build_models(args)
     dtype = getattr(torch, args.dtype) if device.type == 'cuda' else torch.float32
@@ -102,44 +179,34 @@ def time_device(args: argparse.Namespace, device: torch.device) -> list[dict]:
     if dense is not None:
         dense.to(device=device, dtype=dtype)
     x = torch.randn(*args.shape, device=device, dtype=dtype)
-    names = variants(args)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    rng = random.Random(args.seed)
-    print(f'[{device.type}] warm-up {args.warmup} + {args.repeats} interleaved rounds of {len(names)} variants')
-    bar = ProgressBar(args.warmup + args.repeats)
+    names = variants(args, device)
+    runners = build_runners(args, device, sparse, dense, x)  # outside inference mode: export traces the model
     with torch.inference_mode():
-        for round_idx in range(args.warmup + args.repeats):
-            order = names[:]
-            rng.shuffle(order)
-            for name in order:
-                sync(device)
-                start = time.perf_counter()
-                run_variant(name, sparse, dense, x)
-                sync(device)
-                if round_idx >= args.warmup:
-                    times[name].append(time.perf_counter() - start)
-            bar.update()
+        print(f'[{device.type}] warm-up {args.warmup} + {args.repeats} interleaved rounds of {len(names)} variants')
+        bar = ProgressBar(args.warmup + args.repeats)
+        times = interleaved_times(runners, args.repeats, args.warmup, args.seed, sync=lambda: sync(device),
+                                  on_round=bar.update)
     print()
     rows = []
-    dense_ref = None
-    for name in names:
+    for name, mode, ratio in names:
         t = torch.tensor(times[name])
-        row = dict(device=device.type, variant=name, dtype=str(dtype).replace('torch.', ''),
+        row = dict(device=device.type, variant=name, mode=mode, dtype=str(dtype).replace('torch.', ''),
                    median_ms=1e3 * t.quantile(0.5).item(), p25_ms=1e3 * t.quantile(0.25).item(),
-                   p75_ms=1e3 * t.quantile(0.75).item(), runs=len(times[name]))
-        row['ratio'] = 0.0 if name == DENSE else float(name.split('=')[1])
-        sparse.set_pruning_ratios(row['ratio'])
+                   p75_ms=1e3 * t.quantile(0.75).item(), runs=len(times[name]), ratio=ratio)
+        sparse.set_pruning_ratios(ratio)
         row['gmacs'] = sparsevit_macs(sparse, tuple(args.shape), swin_layout=name == DENSE) / 1e9
         rows.append(row)
-        if name == 'SparseViT r=0.00':
-            dense_ref = row['median_ms']
-    mmdet_ms = next((r['median_ms'] for r in rows if r['variant'] == DENSE), None)
+    median = {(r['mode'], r['ratio']): r['median_ms'] for r in rows}
     for row in rows:
+        dense_ref = median.get(('eager' if row['mode'] == 'mmdet' else row['mode'], 0.0))
+        eager_ref = median.get(('eager', row['ratio']))
         row['vs_sparsevit_r0'] = row['median_ms'] / dense_ref if dense_ref else None
-        row['vs_mmdet'] = row['median_ms'] / mmdet_ms if mmdet_ms else None
+        row['vs_eager'] = row['median_ms'] / eager_ref if eager_ref and row['mode'] != 'mmdet' else None
+        row['vs_mmdet'] = row['median_ms'] / median[('mmdet', 0.0)] if ('mmdet', 0.0) in median else None
     if args.memory:
         for row in rows:
-            row['peak_mem_mb'] = measure_memory(args, device, row['variant'])
+            if row['mode'] in ('eager', 'mmdet'):  # the other modes would need their set-up in the child
+                row['peak_mem_mb'] = measure_memory(args, device, row['variant'])
     return rows
 
 
@@ -191,32 +258,43 @@ def memory_child(args: argparse.Namespace) -> None:
     print((status_kib('VmHWM:') - rss_before) / 1024)
 
 
+def _has_modes(rows: list[dict]) -> bool:
+    return any(r['mode'] not in ('eager', 'mmdet') for r in rows)
+
+
 def print_table(rows: list[dict]) -> None:
-    has_mem = any('peak_mem_mb' in r for r in rows)
-    header = (f"{'device':6} {'variant':22} {'dtype':8} {'median ms':>10} {'p25-p75 ms':>16} {'GMACs':>8} "
-              f"{'vs r=0':>7} {'vs mmdet':>8}" + (f" {'peak MiB':>9}" if has_mem else ''))
+    has_mem, has_modes = any('peak_mem_mb' in r for r in rows), _has_modes(rows)
+
+    def ratio(v: float | None) -> str:
+        return f'{v:7.3f}' if v is not None else '      -'
+
+    header = (f"{'device':6} {'variant':30} {'dtype':8} {'median ms':>10} {'p25-p75 ms':>16} {'GMACs':>8} "
+              f"{'vs r=0':>7} {'vs mmdet':>8}" + (f" {'vs eager':>8}" if has_modes else '')
+              + (f" {'peak MiB':>9}" if has_mem else ''))
     print(header)
     print('-' * len(header))
     for r in rows:
-        def ratio(v):
-            return f'{v:7.3f}' if v is not None else '      -'
-        line = (f"{r['device']:6} {r['variant']:22} {r['dtype']:8} {r['median_ms']:10.1f} "
+        line = (f"{r['device']:6} {r['variant']:30} {r['dtype']:8} {r['median_ms']:10.1f} "
                 f"{r['p25_ms']:7.1f}-{r['p75_ms']:<8.1f} {r['gmacs']:8.1f} {ratio(r['vs_sparsevit_r0'])} "
                 f"{ratio(r['vs_mmdet']):>8}")
+        if has_modes:
+            line += f" {ratio(r['vs_eager']):>8}"
         if has_mem:
-            line += f" {r.get('peak_mem_mb', float('nan')):9.0f}"
+            line += f" {r['peak_mem_mb']:9.0f}" if 'peak_mem_mb' in r else f" {'-':>9}"
         print(line)
 
 
 def markdown_table(rows: list[dict]) -> str:
-    has_mem = any('peak_mem_mb' in r for r in rows)
+    has_mem, has_modes = any('peak_mem_mb' in r for r in rows), _has_modes(rows)
     head = ['device', 'variant', 'median ms', 'p25-p75 ms', 'GMACs', 'vs SparseViT r=0', 'vs mmdet']
+    head += ['vs eager'] if has_modes else []
     head += ['peak MiB'] if has_mem else []
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for r in rows:
         cells = [r['device'], r['variant'], f"{r['median_ms']:.1f}", f"{r['p25_ms']:.1f}-{r['p75_ms']:.1f}",
                  f"{r['gmacs']:.1f}", f"{r['vs_sparsevit_r0']:.3f}", f"{r['vs_mmdet']:.3f}" if r['vs_mmdet'] else '-']
-        cells += [f"{r['peak_mem_mb']:.0f}"] if has_mem else []
+        cells += [f"{r['vs_eager']:.3f}" if r['vs_eager'] else '-'] if has_modes else []
+        cells += [f"{r['peak_mem_mb']:.0f}" if 'peak_mem_mb' in r else '-'] if has_mem else []
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
@@ -236,14 +314,17 @@ def write_plot(path: Path, rows: list[dict], title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for device in sorted({r['device'] for r in rows}):
-        sparse = [r for r in rows if r['device'] == device and r['variant'] != DENSE]
-        xs = [100 * r['ratio'] for r in sparse]
-        spread = [[r['median_ms'] - r['p25_ms'] for r in sparse], [r['p75_ms'] - r['median_ms'] for r in sparse]]
-        ax.errorbar(xs, [r['median_ms'] for r in sparse], yerr=spread, marker='o', capsize=3,
-                    label=f'SparseViT ({device})')
-        base = sparse[0]
-        ax.plot(xs, [base['median_ms'] * r['gmacs'] / base['gmacs'] for r in sparse], ':', color='gray',
-                label=f'MAC-proportional ({device})')
+        modes = [m for m in MODES if any(r['device'] == device and r['mode'] == m for r in rows)]
+        for mode in modes:
+            sparse = [r for r in rows if r['device'] == device and r['mode'] == mode]
+            xs = [100 * r['ratio'] for r in sparse]
+            spread = [[r['median_ms'] - r['p25_ms'] for r in sparse], [r['p75_ms'] - r['median_ms'] for r in sparse]]
+            ax.errorbar(xs, [r['median_ms'] for r in sparse], yerr=spread, marker='o', capsize=3,
+                        label=f'SparseViT ({device})' if modes == ['eager'] else f'SparseViT {mode} ({device})')
+            if mode == modes[0]:
+                base = sparse[0]
+                ax.plot(xs, [base['median_ms'] * r['gmacs'] / base['gmacs'] for r in sparse], ':', color='gray',
+                        label=f'MAC-proportional ({device}, {mode})')
         mm = [r for r in rows if r['device'] == device and r['variant'] == DENSE]
         if mm:
             ax.axhline(mm[0]['median_ms'], linestyle='--', color='tab:red', label=f'mmdet Swin dense ({device})')
@@ -259,8 +340,8 @@ def write_plot(path: Path, rows: list[dict], title: str) -> None:
         fig.savefig(f, format='png', dpi=120)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.memory_child:
         memory_child(args)

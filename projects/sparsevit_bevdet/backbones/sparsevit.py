@@ -4,7 +4,9 @@ Every block runs at window level: LayerNorm, (shifted) window attention, both re
 FFN are computed on the tokens of a set of windows. A block with pruning ratio ``r`` computes only
 the ``max(1, int(nW * (1 - r)))`` windows of each image with the largest activation norm (ranked
 in float32); the tokens of the other windows pass through unchanged. With every ratio at 0 the
-model is exactly mmdet's ``SwinTransformer`` and loads its state dict.
+model is exactly mmdet's ``SwinTransformer`` and loads its state dict. Pruned blocks take a dynamic
+path in eager mode and a static-shape path (no host synchronisation) under ``torch.compile`` and
+export; both keep the same windows (see :class:`SparseViT`).
 
 Layout. Between blocks the feature map is kept as a flat ``(B * H * W, C)`` tensor in map order.
 Padding to window multiples, the cyclic shift and the window partition are a single
@@ -17,6 +19,7 @@ stage -> patch embedding / merging -> model.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -148,8 +151,33 @@ def expand_group_ratios(space: Sequence[StageSearchSpace],
 # ----------------------------------------------------------------------------------------------
 # Window geometry and selection
 # ----------------------------------------------------------------------------------------------
+def is_tracing() -> bool:
+    """Whether the forward is being captured as a graph: ``torch.compile``, ``torch.export``, ONNX
+    export (either exporter) or ``torch.jit.trace``. Such a forward takes the static-shape path (see
+    :class:`SparseViT`). Checked once per forward: the last two checks cost microseconds."""
+    # is_compiling() first: dynamo folds it to a constant and never traces the other calls
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def _symbolic() -> bool:
+    """Whether dynamo or ``torch.export`` is tracing (``torch.compile``, ONNX export): tensors made now are
+    graph values (fake under export), so index maps are built in the graph and never cached. Cheap, unlike
+    :func:`is_tracing`; ``torch.jit.trace`` runs on real tensors and may use the caches."""
+    return torch.compiler.is_compiling()
+
+
+def _cache_context() -> contextlib.AbstractContextManager:
+    """Index tensors cached across forwards are built outside inference mode: built under
+    ``torch.inference_mode`` they would be inference tensors, which a later training forward cannot
+    save for backward. A traced forward builds them fresh, so it needs (and dynamo takes) no context."""
+    return contextlib.nullcontext() if _symbolic() else torch.inference_mode(False)
+
+
 class WindowGeometry:
     """Index maps between a ``(H, W)`` token map and its (padded, shifted) windows.
+
+    Built from the map size alone with static shapes (no host synchronisation), so a traced
+    forward (``torch.compile``, ONNX export) builds it inside the graph.
 
     Attributes:
         token_index: ``(nW, N)`` long, row of each window token in the flat ``H * W`` map, or -1
@@ -158,6 +186,8 @@ class WindowGeometry:
             pad -> roll -> window_partition.
         pattern_id: ``(nW,)`` long, which shift-mask pattern each window uses.
         pattern_masks: ``(P, N, N)`` float, Swin's shift mask per pattern (0 or -100).
+        pattern_counts: windows of each pattern in one image (python ints).
+        grouped_windows: ``(nW,)`` window ids grouped by pattern, ascending within a pattern.
         has_padding: whether any window holds padded tokens.
     """
 
@@ -166,32 +196,40 @@ class WindowGeometry:
         ws = window_size
         self.height, self.width, self.window_size, self.shift = height, width, ws, shift
         hp, wp = math.ceil(height / ws) * ws, math.ceil(width / ws) * ws
-        self.num_windows = (hp // ws) * (wp // ws)
+        rows, cols = hp // ws, wp // ws
+        self.num_windows = rows * cols
         self.tokens_per_window = ws * ws
         # coordinates in the rolled padded map, window-major: (nWh, nWw, ws, ws)
-        ry = torch.arange(hp).view(hp // ws, 1, ws, 1)
-        rx = torch.arange(wp).view(1, wp // ws, 1, ws)
+        ry = torch.arange(hp, device=device).view(rows, 1, ws, 1)
+        rx = torch.arange(wp, device=device).view(1, cols, 1, ws)
         py, px = (ry + shift) % hp, (rx + shift) % wp  # position before the roll by -shift
         valid = (py < height) & (px < width)
         index = torch.where(valid, py * width + px, torch.full_like(py * px, -1))
-        self.token_index = index.reshape(self.num_windows, ws * ws).to(device)
-        self.has_padding = bool((~valid).any())
+        self.token_index = index.reshape(self.num_windows, ws * ws)
+        self.has_padding = hp != height or wp != width
 
         if shift > 0:
-            # Swin labels 3 x 3 regions of the rolled padded map; tokens of different regions
-            # must not attend to each other.
-            def region(coord: Tensor, size: int) -> Tensor:
-                return (coord >= size - ws).long() + (coord >= size - shift).long()
-
-            label = (region(ry, hp) * 3 + region(rx, wp)).reshape(self.num_windows, ws * ws).float()
+            # Swin labels 3 x 3 regions of the rolled padded map; tokens of different regions must
+            # not attend to each other. Only the last window row / column straddles a region border,
+            # so a window's mask depends on (last row?, last column?): four patterns.
+            inner = torch.arange(ws, device=device)
+            split = 1 + (inner >= ws - shift).long()  # region of a token in the last row / column
+            label_y = torch.stack([torch.zeros_like(split), split])[:, None, :, None]  # (2, 1, ws, 1)
+            label_x = torch.stack([torch.zeros_like(split), split])[None, :, None, :]  # (1, 2, 1, ws)
+            label = (label_y * 3 + label_x).reshape(4, ws * ws).float()  # pattern 2 * last_row + last_col
             masks = label[:, None, :] - label[:, :, None]
-            masks = masks.masked_fill(masks != 0, SHIFT_MASK_VALUE)
-            patterns, pattern_id = torch.unique(masks.flatten(1), dim=0, return_inverse=True)
-            self.pattern_masks = patterns.view(-1, ws * ws, ws * ws).to(device)
-            self.pattern_id = pattern_id.to(device)
+            self.pattern_masks = masks.masked_fill(masks != 0, SHIFT_MASK_VALUE)
+            last_row = (torch.arange(rows, device=device) == rows - 1).long()
+            last_col = (torch.arange(cols, device=device) == cols - 1).long()
+            self.pattern_id = (2 * last_row[:, None] + last_col[None, :]).flatten()
+            self.pattern_counts = [(rows - 1) * (cols - 1), rows - 1, cols - 1, 1]
+            ids = torch.arange(self.num_windows, device=device).view(rows, cols)
+            self.grouped_windows = torch.cat([ids[:-1, :-1].flatten(), ids[:-1, -1], ids[-1, :-1], ids[-1, -1:]])
         else:
             self.pattern_masks = torch.zeros(1, ws * ws, ws * ws, device=device)
             self.pattern_id = torch.zeros(self.num_windows, dtype=torch.long, device=device)
+            self.pattern_counts = [self.num_windows]
+            self.grouped_windows = torch.arange(self.num_windows, device=device)
         self.num_patterns = self.pattern_masks.shape[0]
         self._dense_plans: dict[int, WindowPlan] = {}
 
@@ -212,46 +250,67 @@ class WindowGeometry:
     def plan(self, batch_size: int, kept_windows: Optional[Tensor]) -> WindowPlan:
         """Index plan for computing the given windows (all windows if ``kept_windows`` is None).
 
+        The dense plan has static shapes; a sparse one synchronises with the host (its
+        per-pattern window counts and padded slots depend on which windows are kept).
+
         Args:
             batch_size: images in the batch.
             kept_windows: ``(B * k,)`` global window ids ``b * nW + w``.
         """
-        if kept_windows is None:
-            if batch_size not in self._dense_plans:
-                if len(self._dense_plans) >= 4:  # batch sizes seen; the last batch of an epoch differs
-                    self._dense_plans.clear()
-                # cached, so built outside inference mode like the geometry (SparseSwinStage.geometry)
-                with torch.inference_mode(False):
-                    every = torch.arange(batch_size * self.num_windows, device=self.token_index.device)
-                    self._dense_plans[batch_size] = self._build_plan(every, dense=True)
-            return self._dense_plans[batch_size]
-        return self._build_plan(kept_windows, dense=False)
+        if kept_windows is not None:
+            return self._sparse_plan(kept_windows)
+        if batch_size not in self._dense_plans:
+            if len(self._dense_plans) >= 4:  # batch sizes seen; the last batch of an epoch differs
+                self._dense_plans.clear()
+            with _cache_context():
+                self._dense_plans[batch_size] = self._dense_plan(batch_size)
+        return self._dense_plans[batch_size]
 
-    def _build_plan(self, windows: Tensor, dense: bool) -> WindowPlan:
+    def _dense_plan(self, batch_size: int) -> WindowPlan:
+        # Index arithmetic only (no sort, no host synchronisation): a traced forward builds this in
+        # the graph, and ONNX has no stable sort.
+        nw, hw = self.num_windows, self.height * self.width
+        device = self.token_index.device
+        # windows grouped by shift-mask pattern (all images' windows of pattern 0 first, ...), so
+        # attention runs once per pattern with a broadcast bias instead of a per-window bias tensor
+        offsets = torch.arange(batch_size, device=device)[:, None] * nw
+        groups = torch.split(self.grouped_windows, self.pattern_counts)
+        windows = torch.cat([(offsets + group).flatten() for group in groups])
+        index = self.token_index[windows % nw]  # (B * nW, N)
+        src = (index + (windows // nw * hw)[:, None]).flatten()
+        slots = torch.arange(src.numel(), device=device)
+        num_rows, pad_slots = batch_size * hw, None
+        if self.has_padding:
+            # scatters whose padded (or real) entries go to one spare position that is then dropped
+            pad = (index < 0).flatten()
+            num_pad = src.numel() - num_rows
+            pad_slots = slots.new_empty(num_pad + 1).index_put_(
+                (torch.where(pad, torch.cumsum(pad, 0) - 1, num_pad),), slots)[:num_pad]
+            src_real = torch.where(pad, num_rows, src)
+        else:
+            src_real = src
+        # computed rows are the whole map, in map order
+        row_slots = slots.new_empty(num_rows + 1).index_put_((src_real,), slots)[:num_rows]
+        counts = [batch_size * c for c in self.pattern_counts]
+        return WindowPlan(None, src.clamp(min=0), row_slots, pad_slots, counts)
+
+    def _sparse_plan(self, windows: Tensor) -> WindowPlan:
         nw, hw = self.num_windows, self.height * self.width
         local = windows % nw
         pattern = self.pattern_id[local]
-        if self.num_patterns > 1:
-            # group windows by shift-mask pattern so attention runs once per pattern with a
-            # broadcast bias instead of a per-window bias tensor
+        if self.num_patterns > 1:  # grouped by shift-mask pattern, as in the dense plan
             order = torch.argsort(pattern, stable=True)
             windows, local, pattern = windows[order], local[order], pattern[order]
         counts = torch.bincount(pattern, minlength=self.num_patterns).tolist()
         index = self.token_index[local]  # (K, N)
         pad = (index < 0).flatten()
         src = (index + (windows // nw * hw)[:, None]).flatten()
-        pad_slots = pad.nonzero().squeeze(1) if self.has_padding else None
         slots = torch.arange(src.numel(), device=src.device)
-        if dense:
-            # computed rows are the whole map, in map order
-            row_slots = torch.empty(windows.numel() // nw * hw, dtype=torch.long, device=src.device)
-            row_slots[src[~pad]] = slots[~pad]
-            return WindowPlan(None, src.clamp(min=0), row_slots, pad_slots, counts)
         if not self.has_padding:
             return WindowPlan(src, slots, slots, None, counts)
         row_slots = slots[~pad]
         slot_rows = (torch.cumsum(~pad, 0) - 1).clamp(min=0)  # slot -> position among real tokens
-        return WindowPlan(src[row_slots], slot_rows, row_slots, pad_slots, counts)
+        return WindowPlan(src[row_slots], slot_rows, row_slots, pad.nonzero().squeeze(1), counts)
 
 
 @dataclass
@@ -312,6 +371,28 @@ def keep_indices(ranking: Tensor, ratio: float) -> Optional[Tensor]:
         return None
     kept = ranking[:, :k].sort(dim=1).values  # ascending ids: gathers read memory in order
     return (kept + torch.arange(batch_size, device=ranking.device)[:, None] * num_windows).flatten()
+
+
+def window_positions(scores: Tensor) -> Tensor:
+    """``(B, nW)`` scores -> ``(B, nW)`` position of each window in :func:`rank_windows`' order (0: best).
+
+    Counted by pairwise comparison (``O(nW^2)`` per image) instead of a stable sort, which ONNX does
+    not have: window ``j`` comes before ``i`` if its score is higher, or equal with ``j < i``.
+    """
+    ids = torch.arange(scores.shape[1], device=scores.device)
+    mine, other = scores[:, :, None], scores[:, None, :]
+    before = (other > mine) | ((other == mine) & (ids[None, :] < ids[:, None]))
+    return before.sum(dim=2)
+
+
+def top_windows(positions: Tensor, k: int) -> Tensor:
+    """``(B, nW)`` ranking positions (:func:`window_positions`) -> ``(B, k)`` ids of each image's ``k``
+    best windows, ascending (gathers then read memory in order). Static shapes, no sort."""
+    kept = positions < k
+    slot = torch.cumsum(kept, dim=1) - 1  # place of each kept window among the kept, in id order
+    one_hot = kept[:, None, :] & (slot[:, None, :] == torch.arange(k, device=positions.device)[:, None])
+    ids = torch.arange(positions.shape[1], device=positions.device)
+    return (one_hot.long() * ids).sum(dim=2)
 
 
 def drop_path_per_image(x: Tensor, image_of_token: Tensor, batch_size: int, drop_prob: float,
@@ -375,7 +456,7 @@ class WindowMSA(nn.Module):
         return self.qkv.weight.new_zeros(3 * self.embed_dims)
 
     def forward(self, qkv: Tensor, group_counts: Sequence[int], pattern_masks: Tensor) -> Tensor:
-        """Attention within each window, before the output projection.
+        """Attention within each window, before the output projection, one call per shift-mask pattern.
 
         The q/k/v projection is applied by the block to real tokens only; padded slots carry
         :meth:`padding_qkv`.
@@ -388,26 +469,38 @@ class WindowMSA(nn.Module):
         Returns:
             ``(K * N, C)`` attention output (apply :attr:`proj` next).
         """
-        num_windows, n, c3 = qkv.shape
-        heads, c = self.num_heads, c3 // 3
-        q, k, v = qkv.view(num_windows, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = (self.relative_position_bias()[None] + pattern_masks[:, None]).to(q.dtype)
-        dropout = self.attn_drop_rate if self.training else 0.0
+        bias = self.attention_bias(pattern_masks)
         groups = [(p, cnt) for p, cnt in enumerate(group_counts) if cnt]
         if len(groups) == 1:
             p = groups[0][0]
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[p:p + 1], dropout_p=dropout,
-                                               scale=self.scale)
-            return o.transpose(1, 2).reshape(num_windows * n, c)  # free: SDPA returns (K, N, h, d) memory
-        out = qkv.new_empty(num_windows, n, heads, c // heads)
+            return self.attend(qkv, bias[p:p + 1])
+        num_windows, n, c3 = qkv.shape
+        out = qkv.new_empty(num_windows * n, c3 // 3)
         start = 0
         for p, count in groups:
             end = start + count
-            out[start:end] = F.scaled_dot_product_attention(
-                q[start:end], k[start:end], v[start:end], attn_mask=bias[p:p + 1],
-                dropout_p=dropout, scale=self.scale).transpose(1, 2)
+            out[start * n:end * n] = self.attend(qkv[start:end], bias[p:p + 1])
             start = end
-        return out.view(num_windows * n, c)
+        return out
+
+    def attention_bias(self, masks: Tensor) -> Tensor:
+        """``(P, N, N)`` additive shift masks -> ``(P, heads, N, N)`` masks plus relative position bias."""
+        return self.relative_position_bias()[None] + masks[:, None]
+
+    def attend(self, qkv: Tensor, bias: Tensor) -> Tensor:
+        """Attention within each window: ``(K, N, 3C)`` projected windows and a ``(1 or K, heads, N, N)``
+        additive bias (see :meth:`attention_bias`) -> ``(K * N, C)``."""
+        num_windows, n, c3 = qkv.shape
+        heads, c = self.num_heads, c3 // 3
+        q, k, v = qkv.view(num_windows, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
+                                           dropout_p=self.attn_drop_rate if self.training else 0.0,
+                                           scale=self.scale).transpose(1, 2)
+        if _symbolic():
+            # export records the reshape below as a view of the eager kernel's (K, N, h, d) memory,
+            # which the decomposed attention of an exported graph does not produce: copy explicitly
+            o = o.clone(memory_format=torch.contiguous_format)
+        return o.reshape(num_windows * n, c)  # eager: free, SDPA returns (K, N, h, d) memory
 
 
 class ShiftWindowMSA(nn.Module):
@@ -487,24 +580,31 @@ class SparseSwinBlock(nn.Module):
         return self.attn.shift_size
 
     def forward(self, x: Tensor, geometry: WindowGeometry, batch_size: int,
-                kept_windows: Optional[Tensor] = None) -> Tensor:
+                kept_windows: Optional[Tensor] = None, static: bool = False) -> Tensor:
         """Run the block on the kept windows (all windows when ``kept_windows`` is None).
 
         Args:
-            x: ``(B * H * W, C)`` flat token map.
+            x: ``(B * H * W, C)`` flat token map; on the static path ``(B * H * W + 1, C)`` whose last
+                row is zero (padded window slots read it and write zeros back to it).
             geometry: window geometry of this block's map size and shift.
             batch_size: B.
-            kept_windows: ``(B * k,)`` global ids of the windows to compute.
+            kept_windows: ``(B * k,)`` global ids ``b * nW + w`` of the windows to compute; on the
+                static path ``(B, k)`` window ids of each image.
+            static: take the static-shape path (no host synchronisation; see :class:`SparseViT`).
 
         Returns:
-            ``(B * H * W, C)``; rows of pruned windows are the input rows.
+            ``x``'s shape; rows of pruned windows are the input rows.
         """
-        plan = geometry.plan(batch_size, kept_windows)
-        if plan.slot_rows.numel() == 0:
-            return x
+        if static and kept_windows is not None:
+            forward, args = self._forward_static, (x, geometry, kept_windows)
+        else:
+            plan = geometry.plan(batch_size, kept_windows)
+            if plan.slot_rows.numel() == 0:
+                return x
+            forward, args = self._forward, (x, plan, geometry, batch_size)
         if self.with_cp and self.training and x.requires_grad:
-            return cp.checkpoint(self._forward, x, plan, geometry, batch_size, use_reentrant=False)
-        return self._forward(x, plan, geometry, batch_size)
+            return cp.checkpoint(forward, *args, use_reentrant=False)
+        return forward(*args)
 
     def _forward(self, x: Tensor, plan: WindowPlan, geometry: WindowGeometry,
                  batch_size: int) -> Tensor:
@@ -526,12 +626,53 @@ class SparseSwinBlock(nn.Module):
         y = y + self._drop_path(self.ffn(self.norm2(y)), image_of_token, batch_size)
         if dense:
             return y
+        return self._write_rows(x, plan.rows, y)
+
+    def _forward_static(self, x: Tensor, geometry: WindowGeometry, kept: Tensor) -> Tensor:
+        """The kept windows with static shapes: every slot of the ``(B, k)`` kept windows is computed,
+        padded ones included, so no shape depends on which windows are kept.
+
+        ``x`` is ``(B * H * W + 1, C)`` with a zero last row: padded slots read it (their q/k/v is then
+        set to :meth:`WindowMSA.padding_qkv`, as on the dynamic path) and write zeros back to it.
+        """
+        batch_size, k = kept.shape
+        n, c = geometry.tokens_per_window, x.shape[1]
+        hw = geometry.height * geometry.width
+        w_msa = self.attn.w_msa
+        index = geometry.token_index[kept]  # (B, k, N), -1 for padding
+        rows = index + torch.arange(batch_size, device=x.device).view(-1, 1, 1) * hw
+        pad = None
+        if geometry.has_padding:
+            pad = (index < 0).view(-1, 1)
+            rows = torch.where(index < 0, batch_size * hw, rows)
+        rows = rows.flatten()  # (B * k * N,) map row of every slot
+        tokens = x.index_select(0, rows)
+        qkv = w_msa.qkv(self.norm1(tokens))
+        if pad is not None:
+            qkv = torch.where(pad, w_msa.padding_qkv().to(qkv.dtype), qkv)
+        if geometry.num_patterns > 1:  # each kept window's own shift mask
+            bias = w_msa.attention_bias(geometry.pattern_masks.index_select(0, geometry.pattern_id[kept.flatten()]))
+        else:
+            bias = w_msa.attention_bias(geometry.pattern_masks)
+        attn = w_msa.proj_drop(w_msa.proj(w_msa.attend(qkv.view(-1, n, 3 * c), bias)))
+        image_of_token = None
+        if self._drops():
+            image_of_token = torch.arange(rows.shape[0], device=x.device) // (k * n)
+        y = tokens + self._drop_path(attn, image_of_token, batch_size)
+        y = y + self._drop_path(self.ffn(self.norm2(y)), image_of_token, batch_size)
+        if pad is not None:
+            y = y.masked_fill(pad, 0.0)  # every padded slot writes the same zero: duplicates agree
+        return self._write_rows(x, rows, y)
+
+    @staticmethod
+    def _write_rows(x: Tensor, rows: Tensor, y: Tensor) -> Tensor:
+        """``x`` with ``y`` written to ``rows`` (``(M,)`` row ids, ``y`` ``(M, C)``); the other rows unchanged."""
         if y.dtype != x.dtype:  # under autocast the residual stream may have been promoted
             x = x.to(torch.promote_types(x.dtype, y.dtype))
             y = y.to(x.dtype)
         if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
-            return x.index_copy(0, plan.rows, y)
-        return x.index_copy_(0, plan.rows, y)  # inference: write the computed rows in place
+            return x.index_copy(0, rows, y)
+        return x.index_copy_(0, rows, y)  # inference: write the computed rows in place
 
     def _drops(self) -> bool:
         return self.training and self.drop_path_rate > 0
@@ -591,13 +732,16 @@ class SparseSwinStage(BaseModule):
         self._geometries: OrderedDict[tuple, WindowGeometry] = OrderedDict()
 
     def geometry(self, height: int, width: int, shift: int, device: torch.device) -> WindowGeometry:
+        """The window geometry of a ``(height, width)`` map, cached in eager mode."""
+        if _symbolic():
+            # built in the graph: a cache entry made while tracing would hold graph-time tensors
+            # (fake tensors under export)
+            return WindowGeometry(height, width, self.window_size, shift, device)
         key = (height, width, shift, device)
         if key in self._geometries:
             self._geometries.move_to_end(key)
         else:
-            # cached index tensors built under torch.inference_mode would be inference tensors,
-            # which a later training forward cannot save for backward
-            with torch.inference_mode(False):
+            with _cache_context():
                 self._geometries[key] = WindowGeometry(height, width, self.window_size, shift, device)
             if len(self._geometries) > GEOMETRY_CACHE_SIZE:
                 self._geometries.popitem(last=False)
@@ -610,26 +754,51 @@ class SparseSwinStage(BaseModule):
         Args:
             flat: ``(B * H * W, C)`` tokens the importance is taken from.
         """
-        # float32 with autocast off: bf16 scores tie or swap near-equal windows and change the kept set
+        geometries = {shift: self.geometry(height, width, shift, flat.device) for shift in self._shifts()}
+        return {shift: rank_windows(scores) for shift, scores in self._scores(flat, batch_size, geometries).items()}
+
+    def _shifts(self) -> set[int]:
+        return {block.shift_size for block in self.blocks}
+
+    @staticmethod
+    def _scores(flat: Tensor, batch_size: int, geometries: dict[int, WindowGeometry]) -> dict[int, Tensor]:
+        """``(B, nW)`` float32 window scores per shift, with autocast off."""
+        # float32: bf16 scores tie or swap near-equal windows and change the kept set
         with torch.autocast(flat.device.type, enabled=False):
             importance = token_importance(flat, batch_size)
-            return {shift: rank_windows(self.geometry(height, width, shift, flat.device)
-                                        .window_importance(importance))
-                    for shift in {block.shift_size for block in self.blocks}}
+            return {shift: geometry.window_importance(importance) for shift, geometry in geometries.items()}
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(B, H, W, C)`` -> (stage output ``(B, H, W, C)``, downsampled map or the output)."""
+    def forward(self, x: Tensor, static: bool = False) -> tuple[Tensor, Tensor]:
+        """``(B, H, W, C)`` -> (stage output ``(B, H, W, C)``, downsampled map or the output).
+
+        Args:
+            static: the static-shape path (see :class:`SparseViT`): each pruned block gets the
+                ``(B, k)`` top windows of each image and the flat map carries one zero row for the
+                padded window slots from the first pruned block to the end of the stage (ratios are
+                non-decreasing, so every later block is pruned too).
+        """
         b, h, w, c = x.shape
         flat = x.reshape(b * h * w, c)
+        geometries = {shift: self.geometry(h, w, shift, x.device) for shift in self._shifts()}
+        # per shift: window ids best first (dynamic) or each window's place in that order (static)
         rankings: dict[int, Tensor] = {}
+        zero_row = False
         for block, ratio in zip(self.blocks, self.pruning_ratios):
-            geometry = self.geometry(h, w, block.shift_size, x.device)
+            geometry = geometries[block.shift_size]
             kept = None
             if ratio > 0:
                 if not rankings:  # ranked once per stage, from the first pruned block's input
-                    rankings = self.window_rankings(flat, b, h, w)
-                kept = keep_indices(rankings[block.shift_size], ratio)
-            flat = block(flat, geometry, b, kept)
+                    rank = window_positions if static else rank_windows
+                    rankings = {shift: rank(scores) for shift, scores in self._scores(flat, b, geometries).items()}
+                if not static:
+                    kept = keep_indices(rankings[block.shift_size], ratio)
+                elif (k := num_kept_windows(geometry.num_windows, ratio)) < geometry.num_windows:
+                    kept = top_windows(rankings[block.shift_size], k)
+                    if not zero_row:
+                        flat, zero_row = torch.cat([flat, flat.new_zeros(1, c)]), True
+            flat = block(flat, geometry, b, kept, static)
+        if zero_row:
+            flat = flat[:-1]
         out = flat.view(b, h, w, c)
         return out, (self.downsample(out) if self.downsample is not None else out)
 
@@ -726,6 +895,22 @@ class SparseViT(BaseModule):
             [0, 1) and non-decreasing within a stage. A block with ratio ``r`` on a map of ``nW``
             windows computes ``max(1, int(nW * (1 - r)))`` windows of each image: at least one,
             so every parameter is used in every forward (DDP without ``find_unused_parameters``).
+        static_shapes: which path pruned blocks take (also the attribute ``static_shapes``).
+            ``None`` (default): the static-shape path while the forward is traced (``torch.compile``,
+            ``torch.export``, ONNX export, ``torch.jit.trace``; see :func:`is_tracing`), the dynamic
+            path in eager mode. ``True``: always static. ``False``: always dynamic (a traced forward
+            then breaks the graph at every pruned block, and export fails).
+
+    Pruned blocks have two paths with the same outputs (to float rounding) and the same kept windows:
+
+    * dynamic (eager default): computes only the real tokens of the kept windows; it reads the
+      per-pattern window counts and padded slots of the kept set on the host (``.tolist()``,
+      ``nonzero``), so shapes depend on the data;
+    * static: for fixed ratios and input size the kept count per image is known, so each block
+      takes the top ``k`` windows of each image from the ranking (a sort on the device), computes
+      every slot of those ``B * k`` windows (padding included), gives each window its own shift
+      mask and scatters the rows back: no host synchronisation, shapes fixed by the input shape,
+      and the ranking stays data-dependent in a captured graph.
 
     Public API used by the search and the adaptation hook: :meth:`set_pruning_ratios`,
     :attr:`pruning_ratios`, :meth:`search_space`.
@@ -759,7 +944,8 @@ class SparseViT(BaseModule):
                  frozen_stages: int = -1,
                  init_cfg: Optional[dict] = None,
                  arch: Optional[str] = None,
-                 pruning_ratios: RatioSpec = 0.0) -> None:
+                 pruning_ratios: RatioSpec = 0.0,
+                 static_shapes: Optional[bool] = None) -> None:
         if pretrained is not None:
             if not isinstance(pretrained, str):
                 raise TypeError(f'pretrained must be a checkpoint path (str) or None, got {pretrained!r}')
@@ -814,6 +1000,9 @@ class SparseViT(BaseModule):
         if frozen_stages > num_layers:
             raise ValueError(f'frozen_stages must be in [-1, {num_layers}] (-1: none frozen), '
                              f'got {frozen_stages}')
+        if static_shapes is not None and not isinstance(static_shapes, bool):
+            raise TypeError(f'static_shapes must be True, False or None, got {static_shapes!r}')
+        self.static_shapes = static_shapes
         self.depths = depths
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
@@ -916,9 +1105,10 @@ class SparseViT(BaseModule):
                                  f'patch grid, the input gives {(h, w)}')
             x = (x.view(b, h * w, c) + self.absolute_pos_embed).view(b, h, w, c)
         x = self.drop_after_pos(x)
+        static = is_tracing() if self.static_shapes is None else self.static_shapes
         outs = []
         for i, stage in enumerate(self.stages):
-            out, x = stage(x)
+            out, x = stage(x, static)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(out)
                 outs.append(out.permute(0, 3, 1, 2).contiguous())

@@ -1,0 +1,52 @@
+"""Interleaved latency measurement shared by the benchmark tools.
+
+Every variant runs once per round, in a shuffled order each round, so slow drift of the machine
+(thermal state, other load) affects all variants alike; compare medians of one run, not across runs.
+"""
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Mapping
+from typing import Callable, Optional
+
+__all__ = ['interleaved_times', 'median_ms']
+
+
+def interleaved_times(variants: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1,
+                      seed: int = 0, sync: Callable[[], None] = lambda: None,
+                      on_round: Optional[Callable[[], None]] = None) -> dict[str, list[float]]:
+    """Seconds of ``repeats`` calls of each variant, timed round-robin after ``warmup`` rounds.
+
+    Args:
+        variants: name -> a call that runs the variant once.
+        repeats: timed rounds (each runs every variant once).
+        warmup: untimed rounds first (lazy initialisation, caches, compilation).
+        seed: seed of the per-round shuffles.
+        sync: waits for queued device work (``torch.cuda.synchronize`` on CUDA); called around each run.
+        on_round: called after every round (progress display).
+    """
+    if repeats < 1:
+        raise ValueError(f'repeats must be >= 1, got {repeats}')
+    names = list(variants)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    rng = random.Random(seed)
+    for round_idx in range(warmup + repeats):
+        order = names[:]
+        rng.shuffle(order)
+        for name in order:
+            sync()
+            start = time.perf_counter()
+            variants[name]()
+            sync()
+            if round_idx >= warmup:
+                times[name].append(time.perf_counter() - start)
+        if on_round is not None:
+            on_round()
+    return times
+
+
+def median_ms(seconds: list[float]) -> float:
+    """Median of ``seconds`` in milliseconds."""
+    return 1e3 * statistics.median(seconds)

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..utils.atomic_io import atomic_write_json
+from ..utils.timing import interleaved_times
 
 __all__ = ['LatencyTable', 'load_or_profile', 'measure_interleaved', 'prediction_check', 'profile_encoder',
            'table_key']
@@ -209,22 +210,20 @@ def measure_interleaved(encoder: nn.Module, images: torch.Tensor, configs: Seque
                         repeats: int, warmup: int = 1, seed: int = 0) -> list[list[float]]:
     """Times (ms) of ``repeats`` forwards of each configuration, run round-robin in a shuffled order each
     round so that drift of the machine affects them alike. The encoder's ratios are restored afterwards."""
+    def run(config: BlockRatios) -> Callable[[], None]:
+        def forward() -> None:
+            encoder.set_pruning_ratios(config)
+            encoder(images)
+        return forward
+
     saved = encoder.pruning_ratios
-    times: list[list[float]] = [[] for _ in configs]
-    rng = random.Random(seed)
     try:
         with torch.inference_mode():
-            for round_idx in range(warmup + repeats):
-                order = list(range(len(configs)))
-                rng.shuffle(order)
-                for i in order:
-                    encoder.set_pruning_ratios(configs[i])
-                    ms = _forward(encoder, images)
-                    if round_idx >= warmup:
-                        times[i].append(ms)
+            seconds = interleaved_times({str(i): run(c) for i, c in enumerate(configs)}, repeats, warmup=warmup,
+                                        seed=seed, sync=lambda: _sync(images.device))
     finally:
         encoder.set_pruning_ratios(saved)
-    return times
+    return [[1e3 * t for t in seconds[str(i)]] for i in range(len(configs))]
 
 
 def prediction_check(table: LatencyTable, encoder: nn.Module, images: torch.Tensor,

@@ -36,3 +36,30 @@ def test_ratios_against_own_dense_and_eager(payload):
     static, eager = rows['SparseViT r=0.50 static'], rows['SparseViT r=0.50']
     assert eager['vs_eager'] == 1.0
     assert static['vs_eager'] == pytest.approx(static['median_ms'] / eager['median_ms'])
+
+
+def test_config_ratios_timed_as_a_variant(tmp_path):
+    """--configs: the per-block ratios of a config's SparseViT backbone become one more variant per mode,
+    named after the config, with fewer MACs than dense and its ratios in the JSON."""
+    out = tmp_path / 'bench.json'
+    config = 'configs/coco/mask-rcnn_sparsevit-t-r60_fpn_672_coco.py'
+    load_tool('benchmark_latency').main([
+        '--shape', '1', '3', '64', '96', '--ratios', '0', '--configs', config, '--no-mmdet',
+        '--repeats', '1', '--warmup', '1', '--threads', str(torch.get_num_threads()), '--json', str(out)])
+    rows = {r['variant']: r for r in json.loads(out.read_text())['rows']}
+    assert set(rows) == {'SparseViT r=0.00', 'SparseViT mask-rcnn_sparsevit-t-r60_fpn_672_coco'}
+    cfg_row = rows['SparseViT mask-rcnn_sparsevit-t-r60_fpn_672_coco']
+    assert cfg_row['ratio'] == [[0.6, 0.6], [0.0, 0.0], [0.2, 0.2, 0.4, 0.4, 0.5, 0.5], [0.0, 0.0]]
+    assert cfg_row['gmacs'] < rows['SparseViT r=0.00']['gmacs']
+    assert cfg_row['vs_sparsevit_r0'] == pytest.approx(cfg_row['median_ms'] / rows['SparseViT r=0.00']['median_ms'])
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--ratios', '0.5'], '--ratios must include 0'),
+    (['--configs', 'configs/bevdet/bevdet_swin-t_8xb8-cbgs-24e_nuscenes-256x704.py'], 'has no SparseViT backbone'),
+    (['--configs', 'configs/missing.py'], 'is not a file'),
+])
+def test_bad_arguments_are_named(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        load_tool('benchmark_latency').parse_args(argv)
+    assert message in capsys.readouterr().err

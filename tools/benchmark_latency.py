@@ -22,11 +22,17 @@ Examples::
     python tools/benchmark_latency.py --shape 1 3 672 672 --out-indices 0 1 2 3 --ratios 0 0.6 \\
         --modes eager static compiled --no-mmdet
     python tools/benchmark_latency.py --shape 6 3 256 704 --ratios 0 0.6 --modes eager onnxruntime --no-mmdet
+    python tools/benchmark_latency.py --shape 1 3 672 672 --out-indices 0 1 2 3 --ratios 0 0.6 \\
+        --configs configs/coco/mask-rcnn_sparsevit-t-r30_fpn_672_coco.py   # per-block ratios of a config
+
+``--configs`` adds the per-block ratios of each config's SparseViT backbone (``model.backbone`` or
+``model.img_backbone``, ``pruning_ratios``) as one more variant per mode, named after the config file.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--window-size', type=int, default=7)
     parser.add_argument('--shape', type=int, nargs=4, default=[6, 3, 256, 704], metavar=('B', 'C', 'H', 'W'))
     parser.add_argument('--ratios', type=float, nargs='+', default=[0.0, 0.2, 0.4, 0.6, 0.8])
+    parser.add_argument('--configs', type=Path, nargs='+', default=[],
+                        help="configs whose SparseViT backbone's per-block pruning_ratios are timed too")
     parser.add_argument('--out-indices', type=int, nargs='+', default=[2, 3],
                         help='stages whose outputs are returned (BEVDet uses 2 3)')
     parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'],
@@ -66,7 +74,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--markdown', action='store_true', help='also print the table as Markdown')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--_memory-child', dest='memory_child', default=None, help=argparse.SUPPRESS)
+    parser.add_argument('--_memory-ratios', dest='memory_ratios', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if 0.0 not in args.ratios:
+        parser.error('--ratios must include 0 (every row is reported against the dense pass of its mode)')
+    args.settings = [(ratio_label(r), r) for r in args.ratios]
+    for path in args.configs:
+        try:
+            args.settings.append((path.stem, config_pruning_ratios(path)))
+        except (OSError, ValueError, KeyError) as err:
+            parser.error(str(err))
     if 'compiled' in args.modes and args.warmup < 1:
         parser.error('--modes compiled needs --warmup >= 1 (the first call of each ratio compiles)')
     if 'onnxruntime' in args.modes and args.device == 'cuda':
@@ -94,18 +111,42 @@ def build_models(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Mo
     return sparse, dense
 
 
-def variant_name(ratio: float, mode: str) -> str:
-    return f'SparseViT r={ratio:.2f}' + ('' if mode == 'eager' else f' {mode}')
+def ratio_label(ratio: float) -> str:
+    return f'r={ratio:.2f}'
+
+
+def config_pruning_ratios(path: Path) -> list[list[float]]:
+    """``pruning_ratios`` of the SparseViT backbone of the config at ``path`` (per stage, per block)."""
+    from mmengine.config import Config
+
+    if not path.is_file():
+        raise ValueError(f'--configs: {path} is not a file')
+    model = Config.fromfile(str(path)).get('model', {})
+    for key in ('backbone', 'img_backbone'):
+        backbone = model.get(key)
+        if backbone is not None and str(backbone.get('type', '')).split('.')[-1] == 'SparseViT':
+            ratios = backbone.get('pruning_ratios')
+            if not isinstance(ratios, (list, tuple)):
+                raise ValueError(f'--configs: {path}: model.{key}.pruning_ratios must be per-stage lists of '
+                                 f'per-block ratios, got {ratios!r}')
+            return [[float(r) for r in stage] for stage in ratios]
+    raise ValueError(f'--configs: {path} has no SparseViT backbone (model.backbone or model.img_backbone with '
+                     f"type='SparseViT')")
+
+
+def variant_name(label: str, mode: str) -> str:
+    return f'SparseViT {label}' + ('' if mode == 'eager' else f' {mode}')
 
 
 def device_modes(args: argparse.Namespace, device: torch.device) -> list[str]:
     return [m for m in args.modes if device.type == 'cpu' or m != 'onnxruntime']
 
 
-def variants(args: argparse.Namespace, device: torch.device) -> list[tuple[str, str, float]]:
-    """``(name, mode, ratio)`` of every timed variant (mmdet's Swin: mode 'mmdet', ratio 0)."""
-    names = [(variant_name(r, m), m, r) for m in device_modes(args, device) for r in args.ratios]
-    return names if args.no_mmdet else [*names, (DENSE, 'mmdet', 0.0)]
+def variants(args: argparse.Namespace, device: torch.device) -> list[tuple[str, str, str, object]]:
+    """``(name, mode, setting label, ratios)`` of every timed variant (mmdet's Swin: mode 'mmdet', r=0)."""
+    names = [(variant_name(label, m), m, label, spec) for m in device_modes(args, device)
+             for label, spec in args.settings]
+    return names if args.no_mmdet else [*names, (DENSE, 'mmdet', ratio_label(0.0), 0.0)]
 
 
 def build_runners(args: argparse.Namespace, device: torch.device, sparse: torch.nn.Module,
@@ -123,17 +164,19 @@ def build_runners(args: argparse.Namespace, device: torch.device, sparse: torch.
             continue
         if mode == 'compiled':
             # one graph per ratio; above the recompile limit dynamo would fall back to eager
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(args.ratios) + 1)
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit,
+                                                       len(args.settings) + 1)
             call = torch.compile(model, fullgraph=True)
         else:
             call = model
-        for ratio in args.ratios:
-            runners[variant_name(ratio, mode)] = ratio_runner(model, call, ratio, x)
+        for label, spec in args.settings:
+            runners[variant_name(label, mode)] = ratio_runner(model, call, spec, x)
     return runners
 
 
-def ratio_runner(model: torch.nn.Module, call: Callable, ratio: float, x: torch.Tensor) -> Callable[[], object]:
-    """Set ``ratio`` on ``model``, then run ``call`` (the model or its compiled wrapper) on ``x``."""
+def ratio_runner(model: torch.nn.Module, call: Callable, ratio: object, x: torch.Tensor) -> Callable[[], object]:
+    """Set ``ratio`` (a float or per-block lists) on ``model``, then run ``call`` (the model or its compiled
+    wrapper) on ``x``."""
     def run() -> object:
         model.set_pruning_ratios(ratio)
         return call(x)
@@ -146,19 +189,19 @@ def onnxruntime_runners(args: argparse.Namespace, model: torch.nn.Module,
     from projects.sparsevit_bevdet.backbones.onnx_export import export_onnx, onnxruntime_session, run_onnxruntime
 
     runners: dict[str, Callable[[], object]] = {}
-    for ratio in args.ratios:
-        print(f'[onnxruntime] exporting r={ratio:.2f}')
-        model.set_pruning_ratios(ratio)
+    for label, spec in args.settings:
+        print(f'[onnxruntime] exporting {label}')
+        model.set_pruning_ratios(spec)
         session = onnxruntime_session(export_onnx(model, x), args.threads)
-        runners[variant_name(ratio, 'onnxruntime')] = lambda s=session: run_onnxruntime(s, x)
+        runners[variant_name(label, 'onnxruntime')] = lambda s=session: run_onnxruntime(s, x)
     return runners
 
 
-def run_variant(name: str, sparse, dense, x: torch.Tensor) -> None:
+def run_variant(name: str, ratios: object, sparse, dense, x: torch.Tensor) -> None:
     if name == DENSE:
         dense(x)
     else:
-        sparse.set_pruning_ratios(float(name.split('=')[1]))
+        sparse.set_pruning_ratios(ratios)
         sparse(x)
 
 
@@ -188,29 +231,32 @@ def time_device(args: argparse.Namespace, device: torch.device) -> list[dict]:
                                   on_round=bar.update)
     print()
     rows = []
-    for name, mode, ratio in names:
+    dense_label = ratio_label(0.0)
+    for name, mode, label, spec in names:
         t = torch.tensor(times[name])
-        row = dict(device=device.type, variant=name, mode=mode, dtype=str(dtype).replace('torch.', ''),
+        # ratio: the uniform ratio, or the per-block lists of a --configs setting
+        row = dict(device=device.type, variant=name, mode=mode, setting=label, dtype=str(dtype).replace('torch.', ''),
                    median_ms=1e3 * t.quantile(0.5).item(), p25_ms=1e3 * t.quantile(0.25).item(),
-                   p75_ms=1e3 * t.quantile(0.75).item(), runs=len(times[name]), ratio=ratio)
-        sparse.set_pruning_ratios(ratio)
+                   p75_ms=1e3 * t.quantile(0.75).item(), runs=len(times[name]), ratio=spec)
+        sparse.set_pruning_ratios(spec)
         row['gmacs'] = sparsevit_macs(sparse, tuple(args.shape), swin_layout=name == DENSE) / 1e9
         rows.append(row)
-    median = {(r['mode'], r['ratio']): r['median_ms'] for r in rows}
+    median = {(r['mode'], r['setting']): r['median_ms'] for r in rows}
     for row in rows:
-        dense_ref = median.get(('eager' if row['mode'] == 'mmdet' else row['mode'], 0.0))
-        eager_ref = median.get(('eager', row['ratio']))
+        dense_ref = median.get(('eager' if row['mode'] == 'mmdet' else row['mode'], dense_label))
+        eager_ref = median.get(('eager', row['setting']))
         row['vs_sparsevit_r0'] = row['median_ms'] / dense_ref if dense_ref else None
         row['vs_eager'] = row['median_ms'] / eager_ref if eager_ref and row['mode'] != 'mmdet' else None
-        row['vs_mmdet'] = row['median_ms'] / median[('mmdet', 0.0)] if ('mmdet', 0.0) in median else None
+        mmdet_ref = median.get(('mmdet', dense_label))
+        row['vs_mmdet'] = row['median_ms'] / mmdet_ref if mmdet_ref else None
     if args.memory:
         for row in rows:
             if row['mode'] in ('eager', 'mmdet'):  # the other modes would need their set-up in the child
-                row['peak_mem_mb'] = measure_memory(args, device, row['variant'])
+                row['peak_mem_mb'] = measure_memory(args, device, row['variant'], row['ratio'])
     return rows
 
 
-def measure_memory(args: argparse.Namespace, device: torch.device, name: str) -> float:
+def measure_memory(args: argparse.Namespace, device: torch.device, name: str, ratios: object) -> float:
     """Peak memory of one forward above what is held before it, in MiB."""
     if device.type == 'cuda':
         sparse, dense = build_models(args)
@@ -223,11 +269,12 @@ def measure_memory(args: argparse.Namespace, device: torch.device, name: str) ->
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         with torch.inference_mode():
-            run_variant(name, sparse, dense, x)
+            run_variant(name, ratios, sparse, dense, x)
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
     # CPU: a fresh process per variant (allocator caches would blur an in-process measurement)
-    cmd = [sys.executable, __file__, '--_memory-child', name, '--arch', args.arch,
+    cmd = [sys.executable, __file__, '--_memory-child', name, '--_memory-ratios', json.dumps(ratios),
+           '--arch', args.arch,
            '--window-size', str(args.window_size), '--threads', str(args.threads),
            '--shape', *map(str, args.shape), '--out-indices', *map(str, args.out_indices)]
     if args.no_mmdet:
@@ -249,12 +296,13 @@ def memory_child(args: argparse.Namespace) -> None:
         with open('/proc/self/status') as f:
             return next(int(line.split()[1]) for line in f if line.startswith(field))
 
+    ratios = json.loads(args.memory_ratios)
     with torch.inference_mode():
-        run_variant(args.memory_child, sparse, dense, torch.randn(1, 3, 64, 64))  # load kernels
+        run_variant(args.memory_child, ratios, sparse, dense, torch.randn(1, 3, 64, 64))  # load kernels
         with open('/proc/self/clear_refs', 'w') as f:
             f.write('5')
         rss_before = status_kib('VmRSS:')
-        run_variant(args.memory_child, sparse, dense, x)
+        run_variant(args.memory_child, ratios, sparse, dense, x)
     print((status_kib('VmHWM:') - rss_before) / 1024)
 
 
@@ -316,7 +364,8 @@ def write_plot(path: Path, rows: list[dict], title: str) -> None:
     for device in sorted({r['device'] for r in rows}):
         modes = [m for m in MODES if any(r['device'] == device and r['mode'] == m for r in rows)]
         for mode in modes:
-            sparse = [r for r in rows if r['device'] == device and r['mode'] == mode]
+            sparse = [r for r in rows if r['device'] == device and r['mode'] == mode
+                      and isinstance(r['ratio'], float)]
             xs = [100 * r['ratio'] for r in sparse]
             spread = [[r['median_ms'] - r['p25_ms'] for r in sparse], [r['p75_ms'] - r['median_ms'] for r in sparse]]
             ax.errorbar(xs, [r['median_ms'] for r in sparse], yerr=spread, marker='o', capsize=3,
@@ -325,10 +374,16 @@ def write_plot(path: Path, rows: list[dict], title: str) -> None:
                 base = sparse[0]
                 ax.plot(xs, [base['median_ms'] * r['gmacs'] / base['gmacs'] for r in sparse], ':', color='gray',
                         label=f'MAC-proportional ({device}, {mode})')
+            for r in rows:  # --configs settings: at the sparsity their MACs correspond to
+                if r['device'] == device and r['mode'] == mode and not isinstance(r['ratio'], float):
+                    x_cfg = 100 * (1 - r['gmacs'] / sparse[0]['gmacs'])
+                    ax.plot([x_cfg], [r['median_ms']], 's', color='black')
+                    ax.annotate(r['setting'], (x_cfg, r['median_ms']), fontsize=6, xytext=(3, 3),
+                                textcoords='offset points')
         mm = [r for r in rows if r['device'] == device and r['variant'] == DENSE]
         if mm:
             ax.axhline(mm[0]['median_ms'], linestyle='--', color='tab:red', label=f'mmdet Swin dense ({device})')
-    ax.set_xlabel('uniform window sparsity (%)')
+    ax.set_xlabel('uniform window sparsity (%); configs (squares) at their MAC reduction')
     ax.set_ylabel('latency (ms, median)')
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
@@ -362,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     print_table(rows)
     if args.markdown:
         print(markdown_table(rows))
-    payload = dict(title=title, args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    payload = dict(title=title, args=json.loads(json.dumps(vars(args), default=str)),
                    torch=torch.__version__, cpu=_cpu_name(), rows=rows)
     if args.json:
         write_json(args.json, payload)

@@ -43,6 +43,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from projects.sparsevit_bevdet.utils.searched_ratios import pruning_settings, ratio_label  # noqa: E402
+
 DENSE = 'mmdet SwinTransformer'
 MODES = ('eager', 'static', 'compiled', 'onnxruntime')
 
@@ -76,14 +78,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--_memory-child', dest='memory_child', default=None, help=argparse.SUPPRESS)
     parser.add_argument('--_memory-ratios', dest='memory_ratios', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if 0.0 not in args.ratios:
-        parser.error('--ratios must include 0 (every row is reported against the dense pass of its mode)')
-    args.settings = [(ratio_label(r), r) for r in args.ratios]
-    for path in args.configs:
-        try:
-            args.settings.append((path.stem, config_pruning_ratios(path)))
-        except (OSError, ValueError, KeyError) as err:
-            parser.error(str(err))
+    try:
+        args.settings = pruning_settings(args.ratios, args.configs)
+    except (OSError, ValueError, KeyError) as err:
+        parser.error(f'--ratios / --configs: {err}')
     if 'compiled' in args.modes and args.warmup < 1:
         parser.error('--modes compiled needs --warmup >= 1 (the first call of each ratio compiles)')
     if 'onnxruntime' in args.modes and args.device == 'cuda':
@@ -109,29 +107,6 @@ def build_models(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Mo
         dense.load_state_dict(sparse.state_dict(), strict=True)
         dense.eval()  # on its own line: mmdet's SwinTransformer.train() returns None
     return sparse, dense
-
-
-def ratio_label(ratio: float) -> str:
-    return f'r={ratio:.2f}'
-
-
-def config_pruning_ratios(path: Path) -> list[list[float]]:
-    """``pruning_ratios`` of the SparseViT backbone of the config at ``path`` (per stage, per block)."""
-    from mmengine.config import Config
-
-    if not path.is_file():
-        raise ValueError(f'--configs: {path} is not a file')
-    model = Config.fromfile(str(path)).get('model', {})
-    for key in ('backbone', 'img_backbone'):
-        backbone = model.get(key)
-        if backbone is not None and str(backbone.get('type', '')).split('.')[-1] == 'SparseViT':
-            ratios = backbone.get('pruning_ratios')
-            if not isinstance(ratios, (list, tuple)):
-                raise ValueError(f'--configs: {path}: model.{key}.pruning_ratios must be per-stage lists of '
-                                 f'per-block ratios, got {ratios!r}')
-            return [[float(r) for r in stage] for stage in ratios]
-    raise ValueError(f'--configs: {path} has no SparseViT backbone (model.backbone or model.img_backbone with '
-                     f"type='SparseViT')")
 
 
 def variant_name(label: str, mode: str) -> str:
@@ -402,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
         memory_child(args)
         return
     import projects.sparsevit_bevdet  # noqa: F401  (registers modules)
+    from projects.sparsevit_bevdet.utils.timing import cpu_name
 
     devices = [torch.device('cpu')]
     if args.device == 'cuda' or (args.device == 'auto' and torch.cuda.is_available()):
@@ -418,21 +394,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.markdown:
         print(markdown_table(rows))
     payload = dict(title=title, args=json.loads(json.dumps(vars(args), default=str)),
-                   torch=torch.__version__, cpu=_cpu_name(), rows=rows)
+                   torch=torch.__version__, cpu=cpu_name(), rows=rows)
     if args.json:
         write_json(args.json, payload)
         print(f'wrote {args.json}')
     if args.plot:
         write_plot(args.plot, rows, title)
         print(f'wrote {args.plot}')
-
-
-def _cpu_name() -> str:
-    try:
-        with open('/proc/cpuinfo') as f:
-            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        return 'unknown'
 
 
 if __name__ == '__main__':

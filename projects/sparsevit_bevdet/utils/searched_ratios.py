@@ -14,7 +14,8 @@ from typing import Any, Optional
 
 from mmengine.config import Config
 
-__all__ = ['SEARCHED_PLACEHOLDER', 'apply_pruning_ratios', 'read_pruning_ratios']
+__all__ = ['SEARCHED_PLACEHOLDER', 'apply_pruning_ratios', 'config_pruning_ratios', 'pruning_settings', 'ratio_label',
+           'read_pruning_ratios']
 
 SEARCHED_PLACEHOLDER = 'searched'
 
@@ -57,3 +58,41 @@ def apply_pruning_ratios(cfg: Config, spec: Optional[str]) -> None:
         raise ValueError(f"this config is a template for searched ratios (model.img_backbone.pruning_ratios="
                          f"'{SEARCHED_PLACEHOLDER}'): pass --pruning-ratios work_dirs/<search>/best.json "
                          f"(tools/search.py's output) or --cfg-options model.img_backbone.pruning_ratios=...")
+
+
+def config_pruning_ratios(path: Path) -> list[list[float]]:
+    """The per-stage, per-block ``pruning_ratios`` of the SparseViT backbone (``model.backbone`` or
+    ``model.img_backbone``) of the config at ``path``, e.g. one of the paper's searched configurations.
+
+    Raises:
+        ValueError: no such file, no SparseViT backbone, or ratios that are not per-stage lists.
+    """
+    if not Path(path).is_file():
+        raise ValueError(f'{path} is not a file')
+    model = Config.fromfile(str(path)).get('model', {})
+    for key in ('backbone', 'img_backbone'):
+        backbone = model.get(key)
+        if backbone is not None and str(backbone.get('type', '')).split('.')[-1] == 'SparseViT':
+            ratios = backbone.get('pruning_ratios')
+            if not isinstance(ratios, (list, tuple)) or not all(isinstance(s, (list, tuple)) for s in ratios):
+                raise ValueError(f'{path}: model.{key}.pruning_ratios must be per-stage lists of per-block ratios, '
+                                 f'got {ratios!r}')
+            return [[float(r) for r in stage] for stage in ratios]
+    raise ValueError(f"{path} has no SparseViT backbone (model.backbone or model.img_backbone with type='SparseViT')")
+
+
+def ratio_label(ratio: float) -> str:
+    """How the benchmark tools name a uniform ratio (``r=0.60``)."""
+    return f'r={ratio:.2f}'
+
+
+def pruning_settings(ratios: list[float], configs: list[Path]) -> list[tuple[str, Any]]:
+    """The benchmark tools' settings: ``(label, ratios)`` for each uniform ratio, then ``(config name, per-block
+    ratios)`` for each config (:func:`config_pruning_ratios`).
+
+    Raises:
+        ValueError: ``ratios`` without 0 (every setting is reported against dense), or a bad config.
+    """
+    if 0.0 not in ratios:
+        raise ValueError(f'the ratios must include 0 (every setting is reported against dense), got {ratios}')
+    return [(ratio_label(r), r) for r in ratios] + [(Path(c).stem, config_pruning_ratios(c)) for c in configs]

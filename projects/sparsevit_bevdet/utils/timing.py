@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Callable, Optional
 
-__all__ = ['interleaved_times', 'median_ms']
+__all__ = ['cpu_name', 'interleaved_times', 'median_ms']
 
 
 def interleaved_times(variants: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1,
@@ -50,3 +50,12 @@ def interleaved_times(variants: Mapping[str, Callable[[], object]], repeats: int
 def median_ms(seconds: list[float]) -> float:
     """Median of ``seconds`` in milliseconds."""
     return 1e3 * statistics.median(seconds)
+
+
+def cpu_name() -> str:
+    """The CPU model from ``/proc/cpuinfo`` (Linux), ``'unknown'`` elsewhere: recorded beside every timing."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        return 'unknown'

@@ -50,6 +50,8 @@ def test_quick_demo_writes_the_summary_and_plots(demo: tuple[Path, str]) -> None
     for name in ('pareto.png', 'predictions.png', 'learning_curve.png'):
         assert (work_dir / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', name
     assert 'searched' in out and 'budget' in out
+    assert set(summary['stage_seconds']) == {'data', 'dense', 'adapt', 'search', 'evaluate'}
+    assert all(sec >= 0 for sec in summary['stage_seconds'].values()) and 'stage times:' in out
 
 
 def test_second_run_reuses_every_stage(demo: tuple[Path, str]) -> None:

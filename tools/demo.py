@@ -21,12 +21,14 @@ whose config, data root or upstream stage changed since is moved aside to `<stag
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import hashlib
 import json
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -65,6 +67,16 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 def section(title: str) -> None:
     print(f'\n=== {title} ' + '=' * max(0, 96 - len(title)), flush=True)
+
+
+@contextlib.contextmanager
+def stage(title: str, name: str, seconds: dict[str, float]) -> Iterator[None]:
+    """Print the stage's banner, run it and record its wall time in ``seconds[name]``."""
+    section(title)
+    start = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - start
+    print(f'{name} stage: {seconds[name]:.0f} s', flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -213,8 +225,8 @@ def stage_search(checkpoint: Path, args: argparse.Namespace, upstream_key: str) 
     argv += (['--population', '3', '--parents', '2', '--generations', '1', '--table-repeats', '1',
               '--check-samples', '2', '--check-repeats', '1', '--final-repeats', '2', '--rescore-top', '1']
              if args.quick else
-             ['--population', '8', '--parents', '4', '--generations', '3', '--proxy-samples', '40',
-              '--rescore-top', '3'])
+             ['--population', '8', '--parents', '4', '--generations', '3', '--proxy-samples', '32',
+              '--rescore-top', '2', '--table-repeats', '7', '--check-repeats', '5'])
     search_args = search.parse_args(argv)
     cfg = demo_config(ADAPT_CONFIG, args, work_dir)
     claim_stage_dir(work_dir, stage_key(cfg.pretty_text, upstream_key, *argv))
@@ -440,16 +452,20 @@ def main(argv: Optional[list[str]] = None) -> None:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
-    section('1/6 data: synthetic nuScenes (v1.0-mini format) and mmdet3d infos')
-    stage_data(args)
-    section('2/6 dense: BEVDet + SparseViT-T from scratch')
-    dense_ckpt, dense_key = stage_train('dense', DENSE_CONFIG, args)
-    section('3/6 adapt: sparsity-aware adaptation from the dense checkpoint')
-    adapt_ckpt, adapt_key = stage_train('adapt', ADAPT_CONFIG, args, load_from=dense_ckpt, upstream_key=dense_key)
-    section(f'4/6 search: per-group pruning ratios under {args.latency_ratio} x the dense encoder latency')
-    best = stage_search(adapt_ckpt, args, upstream_key=adapt_key)
-    section('5/6 evaluate: dense / best uniform / searched on the full val split, latency interleaved')
-    summary = stage_evaluate(dense_ckpt, adapt_ckpt, best, args, dict(dense=dense_key, adapt=adapt_key))
+    seconds: dict[str, float] = {}  # wall time of each stage in this run (a reused stage takes seconds)
+    with stage('1/6 data: synthetic nuScenes (v1.0-mini format) and mmdet3d infos', 'data', seconds):
+        stage_data(args)
+    with stage('2/6 dense: BEVDet + SparseViT-T from scratch', 'dense', seconds):
+        dense_ckpt, dense_key = stage_train('dense', DENSE_CONFIG, args)
+    with stage('3/6 adapt: sparsity-aware adaptation from the dense checkpoint', 'adapt', seconds):
+        adapt_ckpt, adapt_key = stage_train('adapt', ADAPT_CONFIG, args, load_from=dense_ckpt,
+                                            upstream_key=dense_key)
+    with stage(f'4/6 search: per-group pruning ratios under {args.latency_ratio} x the dense encoder latency',
+               'search', seconds):
+        best = stage_search(adapt_ckpt, args, upstream_key=adapt_key)
+    with stage('5/6 evaluate: dense / best uniform / searched on the full val split, latency interleaved',
+               'evaluate', seconds):
+        summary = stage_evaluate(dense_ckpt, adapt_ckpt, best, args, dict(dense=dense_key, adapt=adapt_key))
     section('6/6 results')
     print_table(summary)
     plot_pareto(summary, args.work_dir / 'search', args.work_dir / 'pareto.png')
@@ -458,9 +474,11 @@ def main(argv: Optional[list[str]] = None) -> None:
                         args.work_dir / 'learning_curve.png')
     written = copy.copy(summary)
     del written['_detectors']
+    written['stage_seconds'] = seconds
     atomic_write_json(args.work_dir / 'summary.json', written, indent=1)
     for name in ('summary.json', 'pareto.png', 'predictions.png', 'learning_curve.png'):
         print(f'wrote {args.work_dir / name}')
+    print('stage times: ' + ', '.join(f'{name} {sec:.0f} s' for name, sec in seconds.items()))
     print(f'\ndone in {time.perf_counter() - start:.0f} s')
 
 

@@ -407,7 +407,7 @@ def run_search(cfg: Config, checkpoint: str, args: argparse.Namespace) -> dict:
         full_split=[dict(ratios=[list(s) for s in c], score=s, predicted_latency_ms=predicted_ms(c))
                     for c, s in full_scores.scores.items()]), indent=1)
     plot_search(evolution, random_result, best, work_dir / 'search_pareto.png')
-    print_summary(best)
+    print_summary(best, work_dir / 'best.json')
     return best
 
 
@@ -448,7 +448,7 @@ def plot_search(evolution: SearchResult, random_result: SearchResult, best: dict
     atomic_save_figure(fig, path)
 
 
-def print_summary(best: dict) -> None:
+def print_summary(best: dict, best_path: Path) -> None:
     budget = best['budget']
     spec = f"{budget['latency_ratio']:g} x dense = " if budget['latency_ratio'] is not None else ''
     print(f"\nbudget {spec}{budget['latency_budget_ms']:.1f} ms; dense {budget['dense_predicted_ms']:.1f} ms "
@@ -467,7 +467,8 @@ def print_summary(best: dict) -> None:
               f"{e['measured_ratio']:>9.2f}{'met' if e['meets_budget'] else 'MISSED':>8}  {e['group_ratios']}")
     print(f"{'dense':<14}{'-':>14}{budget['dense_predicted_ms']:>10.1f}{budget['dense_measured_ms']:>10.1f}"
           f"{1.0:>9.2f}")
-    print(f"\nuse: --cfg-options 'model.img_backbone.pruning_ratios={best['pruning_ratios']}'")
+    # --pruning-ratios sets model.img_backbone (BEVDet) or model.backbone (mmdet / mmseg) alike
+    print(f'\nuse: tools/test.py CONFIG CHECKPOINT --pruning-ratios {best_path}  (ratios: {best["pruning_ratios"]})')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -11,14 +11,16 @@ configs' SparseViT backbones, e.g. the paper's three Mask R-CNN configurations).
 Input: ``--shape B C H W`` random images for mmdet / mmseg configs, or ``--from-dataset``: the first batch of
 the config's test dataloader (needed for BEVDet, whose camera matrices come from the data).
 
-With random weights (no CHECKPOINT) a detector keeps few or no detections after its score threshold, so
-heads that run per detection (Mask R-CNN's mask head) do less work than in a trained model; the tool says
-so in its output. Give a trained checkpoint for figures that include that work.
+With random weights (no CHECKPOINT) the number of detections a detector keeps after its score threshold is
+arbitrary, so heads that run per detection (Mask R-CNN's mask head) do an arbitrary amount of work; the tool
+prints the counts. Give a trained checkpoint, or fix that work: ``--cfg-options model.test_cfg.rcnn.score_thr=0``
+makes Mask R-CNN keep ``max_per_img`` (100) detections in every setting.
 
 Examples::
 
     python tools/benchmark_model.py configs/coco/mask-rcnn_sparsevit-t_fpn_672_coco.py --shape 1 3 672 672 \\
-        --ratios 0 --configs configs/coco/mask-rcnn_sparsevit-t-r30_fpn_672_coco.py \\
+        --cfg-options model.test_cfg.rcnn.score_thr=0 --ratios 0 \\
+        --configs configs/coco/mask-rcnn_sparsevit-t-r30_fpn_672_coco.py \\
         configs/coco/mask-rcnn_sparsevit-t-r60_fpn_672_coco.py configs/coco/mask-rcnn_sparsevit-t-r70_fpn_672_coco.py
     python tools/benchmark_model.py configs/cityscapes/mask2former_sparsevit-l_cityscapes.py \\
         --shape 1 3 1024 2048 --ratios 0 0.6 --repeats 3
@@ -230,7 +232,9 @@ def main(argv: list[str] | None = None) -> dict:
     if payload['random_weights']:
         counts = {r['predictions'] for r in payload['rows']}
         print(f'note: random weights (no checkpoint); predictions kept per image: {sorted(counts, key=str)}. Heads '
-              f'that run per detection do less work than in a trained model')
+              f'that run per detection then do a different amount of work than in a trained model; give a checkpoint, '
+              f'or fix that work, e.g. --cfg-options model.test_cfg.rcnn.score_thr=0 (Mask R-CNN: the mask head runs '
+              f'on max_per_img detections in every setting)')
     if args.markdown:
         print(markdown_table(payload))
     if args.json:

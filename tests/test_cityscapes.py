@@ -30,6 +30,7 @@ from projects.sparsevit_bevdet.synthetic.cityscapes import (
     label_ids_to_train_ids,
     synthetic_cityscapes_files,
 )
+from projects.sparsevit_bevdet.testing.configs import run_tiny_search
 from projects.sparsevit_bevdet.utils.tool_loader import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -356,6 +357,12 @@ def test_synth_config_trains_with_tools_train(cityscapes_set: SimpleNamespace, t
     assert miou and 0.0 <= float(miou[-1]) <= 100.0
     checkpoint = torch.load(work_dir / 'iter_2.pth', weights_only=True)
     assert checkpoint['meta']['iter'] == 2 and 'backbone.patch_embed.projection.weight' in checkpoint['state_dict']
+
+    # the search on those weights, scored by IoUMetric's mIoU
+    best = run_tiny_search(SYNTH_CONFIG, work_dir / 'iter_2.pth', tmp_path / 'search', 'mIoU',
+                           train_options(cityscapes_set.root, 2))
+    assert best['metric'] == 'mIoU' and 0.0 <= best['score'] <= 100.0
+    assert best['evolution']['evaluations'] >= 1 and best['uniform']['ratio'] in (0.0, 0.4)
 
 
 @pytest.mark.long

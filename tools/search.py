@@ -57,9 +57,10 @@ import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 if TYPE_CHECKING:
+    import torch
     from mmengine.config import Config
     from mmengine.runner import Runner, ValLoop
 
@@ -165,6 +166,15 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def eval_set_source(ds_cfg: Any) -> dict:
+    """Where the validation set is read from, for the state's fingerprint: its annotation file (nuScenes infos,
+    COCO json), or for a set without one (mmseg's Cityscapes) its data root and prefixes."""
+    root = ds_cfg.get('data_root') or ''
+    if ds_cfg.get('ann_file'):
+        return dict(ann_file=os.path.abspath(os.path.join(root, ds_cfg.ann_file)))
+    return dict(data_root=os.path.abspath(root), data_prefix=dict(ds_cfg.get('data_prefix') or {}))
+
+
 def proxy_indices(num_samples: int, proxy_samples: int) -> list[int]:
     """``proxy_samples`` dataset indices evenly spread over ``range(num_samples)`` (deterministic)."""
     if proxy_samples >= num_samples:
@@ -191,6 +201,22 @@ def proxy_loop(runner: Runner, cfg: Config, indices: list[int], tokens: list[str
                              f'sample_tokens option, as EgoFrameNuScenesMetric has); {metric["type"]} has none')
         metric['sample_tokens'] = tokens
     return ValLoop(runner, loader, evaluator)
+
+
+def encoder_input(inputs: Any) -> torch.Tensor:
+    """What the image encoder sees for one validation sample, at the size the pipeline produces: the N cameras
+    ``(N, 3, H, W)`` of BEVDet's ``inputs['imgs']`` ``(B, N, 3, H, W)``, or the first image ``(1, 3, H, W)`` of an
+    mmdet / mmseg batch ``(B, 3, H, W)``."""
+    import torch
+
+    imgs = inputs.get('imgs') if isinstance(inputs, dict) else inputs
+    if isinstance(imgs, torch.Tensor) and imgs.dim() == 5:
+        return imgs[0]
+    if isinstance(imgs, torch.Tensor) and imgs.dim() == 4:
+        return imgs[:1]
+    raise TypeError(f'the data preprocessor gave inputs of type {type(inputs).__name__}'
+                    f'{"" if not isinstance(imgs, torch.Tensor) else f" with shape {tuple(imgs.shape)}"}; the search '
+                    f'needs images (B, 3, H, W) or multi-view images inputs["imgs"] (B, N, 3, H, W)')
 
 
 def uniform(space: Sequence, ratio: float) -> tuple[tuple[float, ...], ...]:
@@ -224,6 +250,10 @@ def run_search(cfg: Config, checkpoint: str, args: argparse.Namespace) -> dict:
     work_dir = Path(args.work_dir or Path('work_dirs') / f'search_{Path(args.config).stem}')
     cfg.work_dir = str(work_dir)
     cfg.load_from = checkpoint
+    # nothing is trained here: without this, a CheckpointHook with save_best (mmseg's configs) would try to
+    # save a "best" checkpoint after every candidate's validation
+    if cfg.get('default_hooks', {}).get('checkpoint') is not None:
+        cfg.default_hooks.checkpoint = None
     runner = Runner.from_cfg(cfg)
     runner.load_checkpoint(checkpoint, map_location='cpu')
     log: Callable[[str], None] = runner.logger.info
@@ -236,7 +266,7 @@ def run_search(cfg: Config, checkpoint: str, args: argparse.Namespace) -> dict:
     # -- latency: the table, the budget, the table's check ------------------------------------------------
     val_dataset = runner.val_loop.dataloader.dataset
     batch = model.data_preprocessor(next(iter(runner.val_loop.dataloader)), False)
-    images = batch['inputs']['imgs'][0]  # one sample's cameras at the input size the pipeline produces
+    images = encoder_input(batch['inputs'])
     shared = None
     if args.storage:
         from projects.sparsevit_bevdet.search.shared_study import (
@@ -249,10 +279,9 @@ def run_search(cfg: Config, checkpoint: str, args: argparse.Namespace) -> dict:
         if shared.copy_latency_table(work_dir / 'latency_table.json'):  # a joining worker need not profile
             log(f'study {args.study_name!r}: using its latency table')
     table = load_or_profile(work_dir / 'latency_table.json', encoder, images, choices, args.table_repeats, log=log)
-    ds_cfg = cfg.val_dataloader.dataset
-    ann_file = os.path.abspath(os.path.join(ds_cfg.get('data_root') or '', ds_cfg.ann_file))
+    source = eval_set_source(cfg.val_dataloader.dataset)
     scored_on = dict(checkpoint_sha256=file_sha256(checkpoint), metric=args.metric)
-    eval_set = dict(ann_file=ann_file, samples=proxy_indices(len(val_dataset), args.proxy_samples)
+    eval_set = dict(source, samples=proxy_indices(len(val_dataset), args.proxy_samples)
                     if args.proxy_samples else 'all')
     fingerprint = dict(scored_on, eval_set=eval_set, latency_table=table.key,
                        budget=dict(latency_ratio=args.latency_ratio, latency_budget_ms=args.latency_budget_ms))
@@ -302,7 +331,7 @@ def run_search(cfg: Config, checkpoint: str, args: argparse.Namespace) -> dict:
             return shared.scores(name, score_fn)
         samples = eval_set['samples'] if name == 'proxy' else 'all'
         return ScoreStore(work_dir / f'scores_{name}.json', score_fn,
-                          dict(scored_on, eval_set=dict(ann_file=ann_file, samples=samples)))
+                          dict(scored_on, eval_set=dict(source, samples=samples)))
 
     full_scores = scores('full', score_with(runner.val_loop))
     search_scores = full_scores
@@ -386,7 +415,7 @@ def run_search(cfg: Config, checkpoint: str, args: argparse.Namespace) -> dict:
         budget=dict(latency_ratio=args.latency_ratio, latency_budget_ms=budget_ms,
                     dense_predicted_ms=dense_predicted, dense_measured_ms=measured['dense'],
                     final_repeats=args.final_repeats),
-        scoring=dict(ann_file=ann_file, proxy_samples=args.proxy_samples,
+        scoring=dict(source, proxy_samples=args.proxy_samples,
                      rescore_top=args.rescore_top if args.proxy_samples else None),
         latency_table=dict(file=str(work_dir / 'latency_table.json'), key=table.key,
                            check=None if check is None else {k: check[k] for k in (

@@ -1,7 +1,9 @@
-"""Shrink the shipped BEVDet CPU demo config to a small synthetic nuScenes (tests, smoke runs)."""
+"""Shrink the shipped BEVDet CPU demo config to a small synthetic nuScenes, and run tools/search.py at its
+smallest (tests, smoke runs)."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +40,21 @@ def small_search_cfg(nuscenes: Any, tmp_dir: str | Path) -> Config:
     # an untrained head keeps 1000 boxes per task for the CPU rotated NMS: most of a validation run's time
     cfg.model.test_cfg.pts.pre_max_size = 50
     return cfg
+
+
+# tools/search.py at its smallest: 2 candidates per search, one generation, one timing round each
+TINY_SEARCH_ARGS = ['--population', '2', '--parents', '2', '--generations', '1', '--ratio-choices', '0.0', '0.4', '0.8',
+                    '--table-repeats', '1', '--check-samples', '1', '--check-repeats', '1', '--final-repeats', '1',
+                    '--rescore-top', '1', '--uniform-ratios', '0.4',
+                    # at test sizes a sparse pass need not be faster than dense: a budget that never binds
+                    '--latency-ratio', '3.0']
+
+
+def run_tiny_search(config: str | Path, checkpoint: str | Path, work_dir: str | Path, metric: str,
+                    cfg_options: list[str]) -> dict:
+    """``tools/search.py`` in-process with :data:`TINY_SEARCH_ARGS` on ``metric``; returns its ``best.json``."""
+    from ..utils.tool_loader import load_tool
+
+    load_tool('search').main([str(config), str(checkpoint), '--metric', metric, '--work-dir', str(work_dir),
+                              *TINY_SEARCH_ARGS, '--cfg-options', *cfg_options])
+    return json.loads((Path(work_dir) / 'best.json').read_text())

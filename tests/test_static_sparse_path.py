@@ -2,6 +2,8 @@
 no host synchronisation, the path-selection rule, and training."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -90,7 +92,9 @@ def test_static_path_needs_no_data_dependent_value():
                     fresh(mode.from_tensor(x))
 
 
-def test_path_selection_rule(model, monkeypatch):
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='needs a CUDA device'))])
+def test_path_selection_rule(model, monkeypatch, device):
     calls = []
     original = sv.SparseSwinBlock._forward_static
 
@@ -100,8 +104,10 @@ def test_path_selection_rule(model, monkeypatch):
 
     monkeypatch.setattr(sv.SparseSwinBlock, '_forward_static', spy)
     model.set_pruning_ratios(0.6)
-    x = torch.randn(1, 3, 64, 96)
-    expected = {None: (False, True), True: (True, True), False: (False, False)}  # (eager, traced)
+    model = copy.deepcopy(model).to(device)  # the fixture is shared by the module
+    x = torch.randn(1, 3, 64, 96, device=device)
+    # (eager, traced); unset, CUDA takes the static path in eager mode too
+    expected = {None: (device == 'cuda', True), True: (True, True), False: (False, False)}
     for setting, (eager, traced) in expected.items():
         model.static_shapes = setting
         for tracing, static in ((False, eager), (True, traced)):

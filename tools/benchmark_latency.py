@@ -31,6 +31,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import subprocess
@@ -62,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'],
                         help='auto: CPU, and CUDA too when present')
     parser.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'],
-                        help='CUDA only; CPU always runs float32')
+                        help='CUDA only, as autocast (float32 weights, as mmengine runs fp16 inference; '
+                             "mmdet's Swin does not run with half weights); CPU always runs float32")
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=7, help='timed rounds (each runs every variant once)')
@@ -180,6 +182,13 @@ def run_variant(name: str, ratios: object, sparse, dense, x: torch.Tensor) -> No
         sparse(x)
 
 
+def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """Reduced precision the way mmengine's test loop runs it (``fp16=True``): autocast over float32 weights."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
 def sync(device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
@@ -193,13 +202,13 @@ def time_device(args: argparse.Namespace, device: torch.device) -> list[dict]:
 
     sparse, dense = build_models(args)
     dtype = getattr(torch, args.dtype) if device.type == 'cuda' else torch.float32
-    sparse.to(device=device, dtype=dtype)
+    sparse.to(device)
     if dense is not None:
-        dense.to(device=device, dtype=dtype)
-    x = torch.randn(*args.shape, device=device, dtype=dtype)
+        dense.to(device)
+    x = torch.randn(*args.shape, device=device)
     names = variants(args, device)
     runners = build_runners(args, device, sparse, dense, x)  # outside inference mode: export traces the model
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, dtype):
         print(f'[{device.type}] warm-up {args.warmup} + {args.repeats} interleaved rounds of {len(names)} variants')
         bar = ProgressBar(args.warmup + args.repeats)
         times = interleaved_times(runners, args.repeats, args.warmup, args.seed, sync=lambda: sync(device),
@@ -235,15 +244,14 @@ def measure_memory(args: argparse.Namespace, device: torch.device, name: str, ra
     """Peak memory of one forward above what is held before it, in MiB."""
     if device.type == 'cuda':
         sparse, dense = build_models(args)
-        dtype = getattr(torch, args.dtype)
-        sparse.to(device=device, dtype=dtype)
+        sparse.to(device)
         if dense is not None:
-            dense.to(device=device, dtype=dtype)
-        x = torch.randn(*args.shape, device=device, dtype=dtype)
+            dense.to(device)
+        x = torch.randn(*args.shape, device=device)
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(device, getattr(torch, args.dtype)):
             run_variant(name, ratios, sparse, dense, x)
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20

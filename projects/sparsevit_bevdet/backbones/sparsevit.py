@@ -897,9 +897,10 @@ class SparseViT(BaseModule):
             so every parameter is used in every forward (DDP without ``find_unused_parameters``).
         static_shapes: which path pruned blocks take (also the attribute ``static_shapes``).
             ``None`` (default): the static-shape path while the forward is traced (``torch.compile``,
-            ``torch.export``, ONNX export, ``torch.jit.trace``; see :func:`is_tracing`), the dynamic
-            path in eager mode. ``True``: always static. ``False``: always dynamic (a traced forward
-            then breaks the graph at every pruned block, and export fails).
+            ``torch.export``, ONNX export, ``torch.jit.trace``; see :func:`is_tracing`) and on CUDA,
+            the dynamic path in CPU eager mode (each is the faster one there, docs/benchmarks.md).
+            ``True``: always static. ``False``: always dynamic (a traced forward then breaks the
+            graph at every pruned block, and export fails).
 
     Pruned blocks have two paths with the same outputs (to float rounding) and the same kept windows:
 
@@ -1105,7 +1106,11 @@ class SparseViT(BaseModule):
                                  f'patch grid, the input gives {(h, w)}')
             x = (x.view(b, h * w, c) + self.absolute_pos_embed).view(b, h, w, c)
         x = self.drop_after_pos(x)
-        static = is_tracing() if self.static_shapes is None else self.static_shapes
+        if self.static_shapes is None:
+            # on CUDA the dynamic path's host synchronisations cost more than its exact group sizes save
+            static = x.is_cuda or is_tracing()
+        else:
+            static = self.static_shapes
         outs = []
         for i, stage in enumerate(self.stages):
             out, x = stage(x, static)

@@ -229,8 +229,8 @@ def main(argv: list[str] | None = None) -> dict:
     for r in payload['rows']:
         print(f"  {r['setting']:45} model {r['model_ms']:9.1f} ms ({r['model_vs_dense']:.3f} x dense)  "
               f"encoder {r['encoder_ms']:9.1f} ms ({r['encoder_vs_dense']:.3f} x)  rest {r['rest_ms']:8.1f} ms")
-    if payload['random_weights']:
-        counts = {r['predictions'] for r in payload['rows']}
+    counts = {r['predictions'] for r in payload['rows']}
+    if payload['random_weights'] and counts != {None}:  # None: no per-detection heads (segmentors)
         print(f'note: random weights (no checkpoint); predictions kept per image: {sorted(counts, key=str)}. Heads '
               f'that run per detection then do a different amount of work than in a trained model; give a checkpoint, '
               f'or fix that work, e.g. --cfg-options model.test_cfg.rcnn.score_thr=0 (Mask R-CNN: the mask head runs '

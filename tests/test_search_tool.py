@@ -115,6 +115,13 @@ def test_search_tool_runs_resumes_and_refuses_other_states(tool, synthetic_nusce
     assert 'search_state.json' in str(err.value) and 'delete' in str(err.value)
     assert val_runs == []
 
+    # a budget below every configuration: stops before scoring, with the ratios that would be feasible
+    with pytest.raises(SystemExit, match=r'no candidate within the latency budget .* budget is 0\.010 x the dense '
+                                         r'encoder .* fastest configuration drawn is 0\.\d+ x\. Raise --latency-ratio'):
+        search(tool, small_search_cfg(synthetic_nuscenes, tmp_path), checkpoint, tmp_path / 'infeasible',
+               '--latency-ratio', '0.01', '--check-samples', '0')
+    assert val_runs == []
+
 
 def test_proxy_scoring_and_ratios_in_effect_during_validation(tool, synthetic_nuscenes, checkpoint, tmp_path):
     """With the adaptation config's hook installed, every validation batch runs with the candidate's ratios.

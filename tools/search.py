@@ -236,6 +236,7 @@ def run_search(cfg: Config, checkpoint: str, args: argparse.Namespace) -> dict:
         CachedLoader,
         EvolutionarySearch,
         LatencyTable,
+        NoCandidateInBudgetError,
         RandomSearch,
         ScoreStore,
         load_or_profile,
@@ -345,14 +346,23 @@ def run_search(cfg: Config, checkpoint: str, args: argparse.Namespace) -> dict:
     # -- the searches -------------------------------------------------------------------------------------
     evolution_cls, random_cls = (SharedEvolutionarySearch, SharedRandomSearch) if shared else \
         (EvolutionarySearch, RandomSearch)
-    evolution = evolution_cls(space, search_scores, predicted_ms, budget_ms, choices,
-                              population_size=args.population, num_parents=args.parents,
-                              generations=args.generations, mutation_prob=args.mutation_prob, seed=args.seed,
-                              state_file=None if shared else work_dir / 'search_state.json',
-                              fingerprint=fingerprint).run(log=log)
-    random_result = random_cls(space, search_scores, predicted_ms, budget_ms, len(evolution.history), choices,
-                               seed=args.random_seed, state_file=None if shared else work_dir / 'random_state.json',
-                               fingerprint=fingerprint).run(log=log)
+    try:
+        evolution = evolution_cls(space, search_scores, predicted_ms, budget_ms, choices,
+                                  population_size=args.population, num_parents=args.parents,
+                                  generations=args.generations, mutation_prob=args.mutation_prob, seed=args.seed,
+                                  state_file=None if shared else work_dir / 'search_state.json',
+                                  fingerprint=fingerprint).run(log=log)
+        random_result = random_cls(space, search_scores, predicted_ms, budget_ms, len(evolution.history), choices,
+                                   seed=args.random_seed,
+                                   state_file=None if shared else work_dir / 'random_state.json',
+                                   fingerprint=fingerprint).run(log=log)
+    except NoCandidateInBudgetError as err:
+        raise SystemExit(
+            f'tools/search.py: {err}. The budget is {budget_ms / dense_predicted:.3f} x the dense encoder '
+            f'({dense_predicted:.4g} ms predicted); the fastest configuration drawn is '
+            f'{err.fastest / dense_predicted:.3f} x. Raise --latency-ratio / --latency-budget-ms above that. If '
+            f'even the sparsest configurations are barely faster than dense, the encoder does too little work per '
+            f'window for sparsity to pay (a narrow encoder or a small input; docs/benchmarks.md, issue 8)') from err
 
     def rescored(result: SearchResult) -> list[tuple]:
         """The candidates of a search re-scored on the full split: its top K with a proxy, else its best."""

@@ -41,6 +41,16 @@ DEFAULT_RATIO_CHOICES = tuple(round(0.1 * i, 1) for i in range(9))
 Log = Callable[[str], None]
 
 
+class NoCandidateInBudgetError(ValueError):
+    """No sampled configuration is predicted within the latency budget; ``fastest`` is the fastest one seen."""
+
+    def __init__(self, budget: float, tries: int, fastest: float) -> None:
+        super().__init__(f'no candidate within the latency budget {budget:.4g} after {tries} draws '
+                         f'(fastest seen: {fastest:.4g})')
+        self.budget = budget
+        self.fastest = fastest
+
+
 @dataclass
 class Evaluation:
     """One evaluated candidate."""
@@ -122,9 +132,8 @@ class _BudgetedSearch:
                 return candidate
         return None
 
-    def _no_candidate_error(self) -> ValueError:
-        return ValueError(f'no candidate within the latency budget {self.latency_budget} after '
-                          f'{self.max_sampling_tries} draws (fastest seen: {min(self.latencies.values()):.4g})')
+    def _no_candidate_error(self) -> NoCandidateInBudgetError:
+        return NoCandidateInBudgetError(self.latency_budget, self.max_sampling_tries, min(self.latencies.values()))
 
     # -- state ---------------------------------------------------------------------------------------
     def _extra_state(self) -> dict:

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from projects.sparsevit_bevdet.backbones import sparsevit as sv
 from projects.sparsevit_bevdet.utils.tool_loader import load_tool
 
 
@@ -63,3 +64,15 @@ def test_bad_arguments_are_named(argv, message, capsys):
     with pytest.raises(SystemExit):
         load_tool('benchmark_latency').parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('mode, static', [('dynamic', False), ('static', True)])
+def test_path_modes_pin_the_path(mode, static, monkeypatch, tmp_path):
+    """``dynamic`` / ``static`` run that path whatever the default would pick (CUDA defaults to static)."""
+    calls = []
+    original = sv.SparseSwinBlock._forward_static
+    monkeypatch.setattr(sv.SparseSwinBlock, '_forward_static', lambda self, *a: calls.append(1) or original(self, *a))
+    load_tool('benchmark_latency').main([
+        '--shape', '1', '3', '64', '96', '--ratios', '0', '0.5', '--modes', mode, '--no-mmdet', '--repeats', '1',
+        '--warmup', '0', '--threads', str(torch.get_num_threads()), '--json', str(tmp_path / 'bench.json')])
+    assert bool(calls) == static

@@ -6,7 +6,8 @@ medians and the spread (25th-75th percentile). Ratios are the point: compare the
 
 ``--modes`` picks how SparseViT runs (each mode at every ratio, all interleaved in one table):
 
-* ``eager``: PyTorch eager, the default (dynamic) sparse path;
+* ``eager``: PyTorch eager on SparseViT's default path (``static_shapes=None``: dynamic on CPU, static on CUDA);
+* ``dynamic``: PyTorch eager on the dynamic path (``static_shapes=False``);
 * ``static``: PyTorch eager on the static-shape path (``static_shapes=True``);
 * ``compiled``: ``torch.compile(fullgraph=True)`` (inductor; compiled during the warm-up rounds);
 * ``onnxruntime``: the encoder exported to ONNX at each ratio, run by onnxruntime (CPU, float32).
@@ -47,7 +48,7 @@ import torch  # noqa: E402
 from projects.sparsevit_bevdet.utils.searched_ratios import pruning_settings, ratio_label  # noqa: E402
 
 DENSE = 'mmdet SwinTransformer'
-MODES = ('eager', 'static', 'compiled', 'onnxruntime')
+MODES = ('eager', 'dynamic', 'static', 'compiled', 'onnxruntime')
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -134,8 +135,8 @@ def build_runners(args: argparse.Namespace, device: torch.device, sparse: torch.
         runners[DENSE] = lambda: dense(x)
     for mode in device_modes(args, device):
         model = sparse if mode == 'eager' else copy.deepcopy(sparse)
-        if mode == 'static':
-            model.static_shapes = True
+        if mode in ('static', 'dynamic'):
+            model.static_shapes = mode == 'static'
         if mode == 'onnxruntime':
             runners.update(onnxruntime_runners(args, model, x))
             continue

@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sparsevit-stack-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test demo lint bench clean-venv
+.PHONY: install test demo lint bench bench-cuda clean-venv
 
 $(STAMP): requirements/stack.txt tools/install.sh setup.cfg
 	VENV=$(VENV) bash tools/install.sh
@@ -26,6 +26,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) tools/benchmark_latency.py --arch tiny --shape 6 3 256 704 --json work_dirs/bench/latency_cpu.json --plot work_dirs/bench/latency_cpu.png
+
+bench-cuda: $(STAMP)
+	PYTHON=$(PY) bash tools/benchmark_cuda.sh work_dirs/bench/cuda
 
 clean-venv:
 	rm -rf $(VENV)

@@ -34,7 +34,7 @@ def synthetic_nuscenes(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamesp
     Session-scoped and shared: tests must not modify it; use ``nuscenes_copy`` for destructive tests.
     """
     from projects.sparsevit_bevdet.datasets.nuscenes_converter import create_nuscenes_infos
-    from projects.sparsevit_bevdet.datasets.synthetic_nuscenes import (
+    from projects.sparsevit_bevdet.synthetic.nuscenes import (
         SyntheticNuScenesConfig,
         generate_synthetic_nuscenes,
     )

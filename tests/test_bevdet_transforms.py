@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from projects.sparsevit_bevdet.datasets import DETECTION_CLASSES
 from projects.sparsevit_bevdet.datasets.transforms import (
     BEVDET_BDA_AUG_CONF,
     BEVDET_DATA_CONFIG,
@@ -22,6 +21,7 @@ from projects.sparsevit_bevdet.datasets.transforms import (
     image_aug_matrix,
     project_ego_points,
 )
+from projects.sparsevit_bevdet.synthetic.nuscenes import DETECTION_CLASSES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = REPO_ROOT / 'configs/_base_/datasets/nuscenes_synth_bevdet.py'

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from projects.sparsevit_bevdet.datasets.nuscenes_converter import create_nuscenes_infos, load_nuscenes
-from projects.sparsevit_bevdet.datasets.synthetic_nuscenes import CAMERA_NAMES, DETECTION_CLASSES
+from projects.sparsevit_bevdet.synthetic.nuscenes import CAMERA_NAMES, DETECTION_CLASSES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,11 +100,11 @@ def test_frames_are_consistent(val_infos, synthetic_nuscenes):
 def test_projection_with_info_calibration_hits_rendered_objects(val_infos, synthetic_nuscenes):
     """Centres of GT boxes projected with the infos' lidar2cam and cam2img land on the very objects the
     renderer drew: the images and the calibration describe the same world."""
-    from projects.sparsevit_bevdet.datasets import synthetic_nuscenes as sn
+    from projects.sparsevit_bevdet.synthetic.nuscenes import render, world
 
     cfg = synthetic_nuscenes.cfg
-    worlds = {w.name: w for w in sn.build_worlds(cfg)}
-    noise = sn._noise_tile(*cfg.image_size)
+    worlds = {w.name: w for w in world.build_worlds(cfg)}
+    noise = render.noise_tile(*cfg.image_size)
     checked = 0
     for info in val_infos['data_list']:
         world = worlds[info['scene_name']]
@@ -115,8 +115,8 @@ def test_projection_with_info_calibration_hits_rendered_objects(val_infos, synth
         xy = objs.xy(world.time_of(int(world.sample_timestamps[k])))
         for cam_name, calib in zip(CAMERA_NAMES, world.cameras):
             cam = info['images'][cam_name]
-            view = sn._CameraView(calib, cfg.image_size)
-            _, vis, sil, ids = sn.render_camera(view, world, present, world.camera_timestamp(k, cam_name), noise,
+            view = render.CameraView(calib, cfg.image_size)
+            _, vis, sil, ids = render.render_camera(view, world, present, world.camera_timestamp(k, cam_name), noise,
                                                 (0, 0), return_ids=True)
             lidar2img = np.eye(4)
             lidar2img[:3, :3] = cam['cam2img']

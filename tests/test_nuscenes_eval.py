@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from projects.sparsevit_bevdet.datasets.synthetic_nuscenes import CAMERA_NAMES, DETECTION_CLASSES
 from projects.sparsevit_bevdet.evaluation import EgoFrameNuScenesMetric, boxes_to_nusc_results
 from projects.sparsevit_bevdet.evaluation.nuscenes_devkit_eval import (
     eval_set_sample_tokens,
     load_results_file,
     validate_results,
 )
+from projects.sparsevit_bevdet.synthetic.nuscenes import CAMERA_NAMES, DETECTION_CLASSES
 from projects.sparsevit_bevdet.testing.nuscenes import (
     evaluate_predictions,
     gt_as_predictions,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from projects.sparsevit_bevdet.datasets.synthetic_nuscenes import CAMERA_NAMES, DETECTION_CLASSES
+from projects.sparsevit_bevdet.synthetic.nuscenes import CAMERA_NAMES, DETECTION_CLASSES
 from projects.sparsevit_bevdet.testing.nuscenes import gt_as_predictions
 from projects.sparsevit_bevdet.visualization import box_corners, plot_predictions, plot_sample_predictions
 from projects.sparsevit_bevdet.visualization.predictions import _box_segments, project_to_image

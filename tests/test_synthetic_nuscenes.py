@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from projects.sparsevit_bevdet.datasets.synthetic_nuscenes import (
+from projects.sparsevit_bevdet.evaluation.nuscenes_metric import default_attribute
+from projects.sparsevit_bevdet.synthetic.nuscenes import (
     CAMERA_NAMES,
     DETECTION_CLASSES,
     MARKER_FILE,
@@ -18,7 +19,6 @@ from projects.sparsevit_bevdet.datasets.synthetic_nuscenes import (
     SyntheticNuScenesConfig,
     generate_synthetic_nuscenes,
 )
-from projects.sparsevit_bevdet.evaluation.nuscenes_metric import default_attribute
 from projects.sparsevit_bevdet.utils.atomic_io import atomic_open, atomic_write_json
 
 
@@ -200,22 +200,18 @@ def test_atomic_write_leaves_old_file_or_nothing(tmp_path):
     assert oct(target.stat().st_mode & 0o777) != oct(0o600)  # not mkstemp's private mode
 
 
-def test_render_speed_is_vectorised(tmp_path):
-    """One full-resolution key frame (6 x 900x1600 images) renders well below a second."""
-    import time
-
-    from projects.sparsevit_bevdet.datasets import synthetic_nuscenes as sn
+def test_full_resolution_key_frame_renders(tmp_path):
+    """One key frame at nuScenes' resolution: 6 images of 900 x 1600 written by a render worker (its time is
+    a benchmark's business, not a test's)."""
+    from projects.sparsevit_bevdet.synthetic.nuscenes import generate, world
 
     cfg = SyntheticNuScenesConfig(out_dir=tmp_path, samples_per_scene=2)
-    worlds = sn.build_worlds(cfg)
-    sn._init_worker(worlds, cfg)
+    worlds = world.build_worlds(cfg)
+    generate._init_worker(worlds, cfg)
     try:
-        sn._render_sample((0, 0))  # warm-up: per-camera precomputation
-        start = time.perf_counter()
-        sn._render_sample((0, 1))
-        elapsed = time.perf_counter() - start
+        generate._render_sample((0, 0))
     finally:
-        sn._WORKER.clear()
-    assert elapsed < 1.5, elapsed
+        generate._WORKER.clear()
+    assert len(list(Path(tmp_path, 'samples').glob('CAM_*/*.jpg'))) == 6
     img = cv2.imread(str(next(Path(tmp_path, 'samples', 'CAM_BACK').glob('*.jpg'))))
     assert img.shape == (900, 1600, 3)

@@ -124,11 +124,8 @@ def demo_config(path: Path, args: argparse.Namespace, work_dir: Path) -> Any:
 
 
 def stage_data(args: argparse.Namespace) -> None:
-    from projects.sparsevit_bevdet.datasets import (
-        SyntheticNuScenesConfig,
-        create_nuscenes_infos,
-        generate_synthetic_nuscenes,
-    )
+    from projects.sparsevit_bevdet.datasets import create_nuscenes_infos
+    from projects.sparsevit_bevdet.synthetic.nuscenes import SyntheticNuScenesConfig, generate_synthetic_nuscenes
 
     root = args.data_root
     if (root / 'v1.0-mini').is_dir():

@@ -6,7 +6,7 @@
 
 Writes v1.0-mini/ (13 tables), samples/CAM_*/ (JPEGs), samples/LIDAR_TOP/ (.pcd.bin), maps/ and, with
 --create-infos, the mmdet3d info pkls (same as `tools/create_data.py nuscenes` afterwards). See
-projects/sparsevit_bevdet/datasets/synthetic_nuscenes.py for what the world contains.
+projects/sparsevit_bevdet/synthetic/nuscenes/ for what the world contains.
 """
 import argparse
 import os
@@ -22,7 +22,7 @@ from projects.sparsevit_bevdet.datasets.nuscenes_converter import (  # noqa: E40
     create_nuscenes_infos,
     summarize_infos,
 )
-from projects.sparsevit_bevdet.datasets.synthetic_nuscenes import (  # noqa: E402
+from projects.sparsevit_bevdet.synthetic.nuscenes import (  # noqa: E402
     SyntheticNuScenesConfig,
     generate_synthetic_nuscenes,
 )

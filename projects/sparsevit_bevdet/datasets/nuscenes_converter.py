@@ -47,9 +47,9 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence,
 
 import numpy as np
 
+from ..synthetic.nuscenes import CAMERA_NAMES, DETECTION_CLASSES, TABLE_NAMES
 from ..utils.atomic_io import atomic_write_pickle
 from .geometry import pose_matrix, quat_to_matrix, yaw_of_matrix
-from .synthetic_nuscenes import CAMERA_NAMES, DETECTION_CLASSES, TABLE_NAMES
 
 if TYPE_CHECKING:
     from nuscenes import NuScenes

@@ -1,4 +1,4 @@
-"""Synthetic 2D data sets (COCO instances, Cityscapes) written in their real on-disk formats.
+"""Synthetic data sets in their real on-disk formats: nuScenes (:mod:`.nuscenes`), COCO instances, Cityscapes.
 
 :mod:`.common` holds what the generators share (seeding, shapes, masks, backgrounds, image writing).
 """

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from ...utils.atomic_io import atomic_write_bytes, atomic_write_json
-from ..common import rng_for
+from ..common import rng_for, write_image
 from .lidar import lidar_points
 from .render import CameraView, noise_tile, render_camera
 from .tables import build_tables
@@ -65,12 +65,9 @@ def _render_sample(job: Tuple[int, int]) -> Tuple[int, int, np.ndarray, np.ndarr
         img, vis, sil = render_camera(view, world, present, ts, _WORKER['noise'], offset)
         visible += vis
         silhouette += sil
-        ok, buf = cv2.imencode('.jpg', img, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
-        if not ok:
-            raise RuntimeError(f'JPEG encoding failed for {world.filename(view.name, ts)}')
         # No fsync per image: the database only counts as complete once the tables folder is renamed
         # into place at the end, after every image has been written.
-        atomic_write_bytes(out / world.filename(view.name, ts), buf.tobytes(), fsync=False)
+        write_image(out / world.filename(view.name, ts), img, quality=cfg.jpeg_quality, fsync=False)
     pts, counts = lidar_points(world, k, present, rng)
     ts = int(world.sample_timestamps[k])
     atomic_write_bytes(out / world.filename('LIDAR_TOP', ts), pts.tobytes(), fsync=False)

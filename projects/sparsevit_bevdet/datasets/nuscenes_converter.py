@@ -322,7 +322,7 @@ def _scene_samples(nusc: NuScenes, scene: dict) -> Iterable[dict]:
 def create_nuscenes_infos(root_path: str | Path, version: str, out_dir: str | Path,
                           extra_tag: str = 'nuscenes', classes: Sequence[str] = DETECTION_CLASSES,
                           check_files: bool = True, progress: bool = False,
-                          nusc: Optional[NuScenes] = None) -> Dict[str, Path]:
+                          nusc: Optional[NuScenes] = None, partial: bool = False) -> Dict[str, Path]:
     """Write the info pkls of every split of ``version``; return ``{split: pkl path}``.
 
     Args:
@@ -348,7 +348,8 @@ def create_nuscenes_infos(root_path: str | Path, version: str, out_dir: str | Pa
         if missing:
             raise ValueError(f'{Path(nusc.table_root) / "scene.json"} lacks {len(missing)} scene(s) of the devkit '
                              f'split {split!r}: {", ".join(missing[:5])}{" ..." if len(missing) > 5 else ""}')
-        samples = [s for name in splits[split] for s in _scene_samples(nusc, scenes_by_name[name])]
+        samples = [s for name in splits[split] if name in scenes_by_name
+                   for s in _scene_samples(nusc, scenes_by_name[name])]
         bar = None
         if progress:
             from mmengine.utils import ProgressBar
@@ -394,3 +395,7 @@ def summarize_infos(path: str | Path) -> str:
              f'  {"class":<22}{"valid":>8}{"all":>8}']
     lines += [f'  {c:<22}{valid[i]:>8}{total[i]:>8}' for i, c in enumerate(classes)]
     return '\n'.join(lines)
+        partial: convert the scenes of each split that the database holds (a partial database, e.g. the
+            synthetic ``v1.0-trainval``); by default every scene of the split must be there.
+        if partial and len(missing) < len(splits[split]):
+            missing = []

@@ -24,7 +24,7 @@ from .world import (
     GENERATOR_VERSION,
     MARKER_FILE,
     TABLE_NAMES,
-    VERSION,
+    VERSIONS,
     GenerationSummary,
     SceneWorld,
     SyntheticNuScenesConfig,
@@ -81,8 +81,8 @@ def _prepare_out_dir(cfg: SyntheticNuScenesConfig) -> None:
     """Refuse to clobber data we did not generate; clear stale output of an earlier generation."""
     out = Path(cfg.out_dir)
     marker = out / MARKER_FILE
-    version_dir = out / VERSION
-    ours = ('samples', 'sweeps', 'maps', VERSION, MARKER_FILE)
+    version_dir = out / cfg.version
+    ours = ('samples', 'sweeps', 'maps', *VERSIONS, MARKER_FILE)
     existing = [p for p in ours if (out / p).exists()]
     if not existing:
         return
@@ -94,7 +94,7 @@ def _prepare_out_dir(cfg: SyntheticNuScenesConfig) -> None:
                               f'--overwrite to regenerate it')
     # Either --overwrite, or a previous run was interrupted before its tables were in place. Info pkls
     # converted from the old tables would point at tokens that no longer exist: remove them as well.
-    for p in ('samples', 'sweeps', 'maps', VERSION):
+    for p in ('samples', 'sweeps', 'maps', *VERSIONS):
         if (out / p).exists():
             shutil.rmtree(out / p)
     for stale in out.glob('*_infos_*.pkl'):
@@ -111,9 +111,12 @@ def generate_synthetic_nuscenes(cfg: SyntheticNuScenesConfig, progress: bool = F
     out.mkdir(parents=True, exist_ok=True)
     _prepare_out_dir(cfg)
     params = {'generator': 'sparsevit_bevdet.synthetic_nuscenes', 'generator_version': GENERATOR_VERSION,
-              'version': VERSION, 'seed': cfg.seed, 'samples_per_scene': cfg.samples_per_scene,
+              'version': cfg.version, 'seed': cfg.seed, 'samples_per_scene': cfg.samples_per_scene,
               'image_size': list(cfg.image_size), 'sample_interval_us': cfg.sample_interval_us,
               'jpeg_quality': cfg.jpeg_quality}
+    if cfg.version != 'v1.0-mini':  # the split layout of a trainval database
+        params.update(train_scenes=cfg.train_scenes, val_scenes=cfg.val_scenes,
+                      val_samples_per_scene=cfg.val_samples_per_scene)
     # The marker goes first: it lets a later run recognise (and clean) an interrupted generation.
     atomic_write_json(out / MARKER_FILE, params, indent=1)
     worlds = build_worlds(cfg)
@@ -155,18 +158,18 @@ def generate_synthetic_nuscenes(cfg: SyntheticNuScenesConfig, progress: bool = F
         if not ok:
             raise RuntimeError(f'PNG encoding failed for {filename}')
         atomic_write_bytes(out / filename, buf.tobytes())
-    # Tables last, into a temporary folder renamed into place: v1.0-mini exists only when complete.
-    tmp_dir = Path(tempfile.mkdtemp(dir=out, prefix=f'.{VERSION}.', suffix='.tmp'))
+    # Tables last, into a temporary folder renamed into place: the version folder exists only when complete.
+    tmp_dir = Path(tempfile.mkdtemp(dir=out, prefix=f'.{cfg.version}.', suffix='.tmp'))
     try:
         for name in TABLE_NAMES:
             atomic_write_json(tmp_dir / f'{name}.json', tables[name], indent=0)
         os.chmod(tmp_dir, 0o755)
-        os.rename(tmp_dir, out / VERSION)
+        os.rename(tmp_dir, out / cfg.version)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    split_of = dict(scene_names())
-    per_class: Dict[str, Dict[str, int]] = {'mini_train': {}, 'mini_val': {}}
+    split_of = dict(scene_names(cfg))
+    per_class: Dict[str, Dict[str, int]] = {split: {} for split in dict.fromkeys(split_of.values())}
     for world in worlds:
         split = split_of[world.name]
         objs = world.objects

@@ -4,15 +4,21 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ...datasets.geometry import quat_axis_angle, quat_mul, quat_to_matrix, rot_z, yaw_quat
 
 VERSION = 'v1.0-mini'
+# A partial trainval database: scenes named from the devkit's train / val splits, as many as asked for. The
+# devkit's evaluation of eval set 'val' takes the val scenes a database holds, so a larger val split than
+# mini's two scenes stays a devkit-evaluated nuScenes split.
+VERSIONS = ('v1.0-mini', 'v1.0-trainval')
 MARKER_FILE = 'synthetic_nuscenes.json'
-GENERATOR_VERSION = 2
+# 3: class colours made distinguishable (bus / construction vehicle, truck / trailer, barrier / lane lines),
+# the v1.0-trainval layout with per-split scene and sample counts
+GENERATOR_VERSION = 3
 
 TABLE_NAMES = ('category', 'attribute', 'visibility', 'instance', 'sensor', 'calibrated_sensor',
                'ego_pose', 'log', 'scene', 'sample', 'sample_data', 'sample_annotation', 'map')
@@ -58,13 +64,13 @@ class ClassSpec:
 
 CLASS_SPECS: Dict[str, ClassSpec] = {s.name: s for s in (
     # Large classes first: they are placed first, while free space is plentiful.
-    ClassSpec('trailer', 'vehicle.trailer', (2.90, 12.29, 3.87), (50, 85, 140), (1, 1), 0.3, (3, 8),
+    ClassSpec('trailer', 'vehicle.trailer', (2.90, 12.29, 3.87), (60, 25, 160), (1, 1), 0.3, (3, 8),
               'vehicle.moving', 'vehicle.parked'),
-    ClassSpec('bus', 'vehicle.bus.rigid', (2.94, 11.19, 3.47), (30, 205, 240), (1, 1), 0.5, (3, 9),
+    ClassSpec('bus', 'vehicle.bus.rigid', (2.94, 11.19, 3.47), (30, 215, 245), (1, 1), 0.5, (3, 9),
               'vehicle.moving', 'vehicle.stopped'),
     ClassSpec('truck', 'vehicle.truck', (2.52, 6.94, 2.84), (40, 130, 235), (1, 2), 0.5, (3, 10),
               'vehicle.moving', 'vehicle.parked'),
-    ClassSpec('construction_vehicle', 'vehicle.construction', (2.73, 6.37, 3.19), (20, 150, 190), (1, 1),
+    ClassSpec('construction_vehicle', 'vehicle.construction', (2.73, 6.37, 3.19), (215, 60, 125), (1, 1),
               0.3, (1, 3), 'vehicle.moving', 'vehicle.parked'),
     ClassSpec('car', 'vehicle.car', (1.95, 4.62, 1.73), (190, 85, 35), (6, 9), 0.6, (3, 12),
               'vehicle.moving', 'vehicle.parked'),
@@ -74,12 +80,16 @@ CLASS_SPECS: Dict[str, ClassSpec] = {s.name: s for s in (
               'cycle.with_rider', 'cycle.without_rider'),
     ClassSpec('pedestrian', 'human.pedestrian.adult', (0.67, 0.73, 1.77), (150, 40, 200), (4, 7), 0.6,
               (0.8, 1.8), 'pedestrian.moving', 'pedestrian.standing'),
-    ClassSpec('barrier', 'movable_object.barrier', (2.49, 0.48, 0.99), (215, 215, 215), (3, 5), 0.0, (0, 0),
+    ClassSpec('barrier', 'movable_object.barrier', (2.49, 0.48, 0.99), (60, 245, 180), (3, 5), 0.0, (0, 0),
               '', ''),
     ClassSpec('traffic_cone', 'movable_object.trafficcone', (0.41, 0.41, 1.07), (30, 80, 250), (3, 5), 0.0,
               (0, 0), '', ''),
 )}
 PLACEMENT_ORDER = tuple(CLASS_SPECS)
+# Hues (HSV degrees of the RGB colour) at least 14 degrees apart, and the pairs the eye confuses at 128 x 352
+# far apart: bus 52 vs construction vehicle 265, truck 28 vs trailer 344, barrier 81 (lime) vs the grey
+# ground, lane lines and haze. Generator version 2 had bus 50 / construction vehicle 46, truck 28 / trailer
+# 23 and grey barriers.
 
 # Camera rig at 1600 x 900, close to nuScenes' (yaw of the optical axis in degrees, mounting position on
 # the ego in metres, fx = fy, cx, cy). Intrinsics scale with the requested image size.
@@ -115,6 +125,10 @@ class SyntheticNuScenesConfig:
     out_dir: Path
     seed: int = 0
     samples_per_scene: int = 40  # real nuScenes scenes hold about 40 key frames (20 s at 2 Hz)
+    version: str = VERSION  # 'v1.0-mini' (the devkit's 8 / 2 mini scenes) or 'v1.0-trainval' (partial)
+    train_scenes: int = 8  # v1.0-trainval only: the first N scene names of the devkit's train split
+    val_scenes: int = 2  # v1.0-trainval only: the first N scene names of the devkit's val split
+    val_samples_per_scene: Optional[int] = None  # key frames per val scene (default samples_per_scene)
     image_size: Tuple[int, int] = (900, 1600)  # (height, width)
     sample_interval_us: int = 500_000  # nuScenes key frames come at 2 Hz
     jpeg_quality: int = 90
@@ -123,9 +137,23 @@ class SyntheticNuScenesConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad parameter."""
-        if self.samples_per_scene < 2:
-            raise ValueError(f'samples_per_scene must be >= 2 (instances must span two samples for the devkit '
-                             f'to derive velocities), got {self.samples_per_scene}')
+        for field in ('samples_per_scene', 'val_samples_per_scene'):
+            value = getattr(self, field)
+            if value is not None and value < 2:
+                raise ValueError(f'{field} must be >= 2 (instances must span two samples for the devkit '
+                                 f'to derive velocities), got {value}')
+        if self.version not in VERSIONS:
+            raise ValueError(f'version must be one of {", ".join(VERSIONS)}, got {self.version!r}')
+        if self.version == 'v1.0-mini' and (self.train_scenes, self.val_scenes) != (8, 2):
+            raise ValueError(f'v1.0-mini holds the devkit\'s 8 mini_train and 2 mini_val scenes; got train_scenes='
+                             f'{self.train_scenes}, val_scenes={self.val_scenes} (use version v1.0-trainval)')
+        if self.version == 'v1.0-trainval':
+            from nuscenes.utils.splits import train, val
+
+            for field, names in (('train_scenes', train), ('val_scenes', val)):
+                if not 1 <= getattr(self, field) <= len(names):
+                    raise ValueError(f'{field} must be in [1, {len(names)}] (the devkit split\'s scenes), got '
+                                     f'{getattr(self, field)}')
         h, w = self.image_size
         if h < 16 or w < 16:
             raise ValueError(f'image_size must be at least 16x16, got {h}x{w}')
@@ -263,11 +291,23 @@ class SceneWorld:
         return f'samples/{channel}/{self.log_name}__{channel}__{timestamp}.{ext}'
 
 
-def scene_names() -> List[Tuple[str, str]]:
-    """(scene name, split) for the devkit's mini split, in the devkit's order."""
-    from nuscenes.utils.splits import mini_train, mini_val
+def scene_names(cfg: Optional[SyntheticNuScenesConfig] = None) -> List[Tuple[str, str]]:
+    """(scene name, devkit split) of the generated scenes, train first, in the devkit's order: the mini
+    split for v1.0-mini (also without ``cfg``), the first ``train_scenes`` / ``val_scenes`` names of the
+    train / val splits for v1.0-trainval."""
+    from nuscenes.utils import splits
 
-    return [(n, 'mini_train') for n in mini_train] + [(n, 'mini_val') for n in mini_val]
+    if cfg is None or cfg.version == 'v1.0-mini':
+        return [(n, 'mini_train') for n in splits.mini_train] + [(n, 'mini_val') for n in splits.mini_val]
+    return ([(n, 'train') for n in splits.train[:cfg.train_scenes]]
+            + [(n, 'val') for n in splits.val[:cfg.val_scenes]])
+
+
+def samples_in_scene(cfg: SyntheticNuScenesConfig, split: str) -> int:
+    """Key frames of a scene of ``split`` (val scenes may be longer than train ones)."""
+    if split.endswith('val') and cfg.val_samples_per_scene is not None:
+        return cfg.val_samples_per_scene
+    return cfg.samples_per_scene
 
 
 def _class_ranges() -> Dict[str, float]:
@@ -422,11 +462,13 @@ def _hides(front_rel: np.ndarray, front_rad: np.ndarray, front_h: np.ndarray, ba
 
 
 def build_worlds(cfg: SyntheticNuScenesConfig) -> List[SceneWorld]:
-    """Sample the 10 scenes (trajectories, calibration, timestamps, objects) from the seed."""
+    """Sample the scenes (trajectories, calibration, timestamps, objects) from the seed."""
     ranges = _class_ranges()
     root_seq = np.random.SeedSequence(cfg.seed)
     worlds = []
-    for idx, ((name, _split), seq) in enumerate(zip(scene_names(), root_seq.spawn(len(scene_names())))):
+    names = scene_names(cfg)
+    for idx, ((name, split), seq) in enumerate(zip(names, root_seq.spawn(len(names)))):
+        num_samples = samples_in_scene(cfg, split)
         rng = np.random.default_rng(seq)
         location = LOCATIONS[idx % len(LOCATIONS)]
         moving = rng.random() > 0.15
@@ -435,14 +477,14 @@ def build_worlds(cfg: SyntheticNuScenesConfig) -> List[SceneWorld]:
                         speed=float(rng.uniform(3.0, 9.0)) if moving else 0.0,
                         yaw_rate=float(rng.uniform(-0.06, 0.06)))
         base = 1_533_000_000_000_000 + idx * 7_200_000_000 + int(rng.integers(0, 1_000_000_000))
-        jitter = rng.integers(-15_000, 15_001, cfg.samples_per_scene)
+        jitter = rng.integers(-15_000, 15_001, num_samples)
         jitter[0] = 0
-        stamps = base + np.arange(cfg.samples_per_scene, dtype=np.int64) * cfg.sample_interval_us + jitter
+        stamps = base + np.arange(num_samples, dtype=np.int64) * cfg.sample_interval_us + jitter
         times = (stamps - base) * 1e-6
         lidar_yaw = -math.pi / 2 + math.radians(rng.uniform(-0.2, 0.2))
         lidar_t = np.asarray(LIDAR_MOUNT) + rng.uniform(-0.01, 0.01, 3)
-        date = f'2018-08-{1 + idx:02d}'
-        log_name = f'n{idx:03d}-{date}-{10 + idx:02d}-{idx * 5:02d}-00+0800'
+        date = f'2018-{8 + idx // 28:02d}-{1 + idx % 28:02d}'  # a valid date for up to 140 scenes
+        log_name = f'n{idx:03d}-{date}-{(10 + idx) % 24:02d}-{idx * 5 % 60:02d}-00+0800'
         worlds.append(SceneWorld(
             index=idx, name=name, log_name=log_name, location=location, ego=ego, base_timestamp=int(base),
             sample_timestamps=stamps.astype(np.int64), cameras=_make_rig(rng, cfg.image_size),

@@ -50,7 +50,14 @@ def test_quick_demo_writes_the_summary_and_plots(demo: tuple[Path, str]) -> None
     for name in ('pareto.png', 'predictions.png', 'learning_curve.png'):
         assert (work_dir / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', name
     assert 'searched' in out and 'budget' in out
-    assert set(summary['stage_seconds']) == {'data', 'dense', 'adapt', 'search', 'evaluate'}
+    assert set(summary['stage_seconds']) == {'data', 'pretrain', 'dense', 'adapt', 'search', 'evaluate'}
+    for name in ROWS:  # every configuration's 90 % bootstrap interval over val scenes
+        low, high = summary[name]['NDS_interval']
+        assert low <= high and summary['bootstrap'][name]['NDS']['value'] == pytest.approx(summary[name]['NDS'])
+    for pair in ('searched - dense', 'searched - uniform'):
+        entry = summary['bootstrap'][pair]['NDS']
+        assert entry['low'] <= entry['high'] and isinstance(entry['resolved'], bool), pair
+    assert 'paired bootstrap' in out and 'searched - uniform' in out
     assert all(sec >= 0 for sec in summary['stage_seconds'].values()) and 'stage times:' in out
 
 
@@ -58,8 +65,9 @@ def test_second_run_reuses_every_stage(demo: tuple[Path, str]) -> None:
     work_dir, _ = demo
     before = (work_dir / 'dense' / 'iter_2.pth').stat().st_mtime_ns
     out = run_demo(work_dir)
-    for stage in ('v1.0-mini exists', 'finished dense training', 'finished adapt training', 'finished search',
-                  'dense: reusing', 'dense_adapted: reusing', 'uniform: reusing', 'searched: reusing'):
+    for stage in ('v1.0-trainval exists', 'finished pretrain training', 'finished dense training',
+                  'finished adapt training', 'finished search', 'dense: reusing', 'dense_adapted: reusing',
+                  'uniform: reusing', 'searched: reusing', 'bootstrap: reusing'):
         assert stage in out, stage
     assert (work_dir / 'dense' / 'iter_2.pth').stat().st_mtime_ns == before
 

@@ -4,7 +4,8 @@ nearly the same NDS, and does the search find that configuration under a latency
 Stages (each cached in the work dir; a second run reuses finished stages and a killed run resumes; a stage
 whose config, data root or upstream stage changed since is moved aside to `<stage>.stale-<time>` and redone):
 
-1. ``data``: generate the synthetic nuScenes (real v1.0-mini format) and its mmdet3d info pkls;
+1. ``data``: generate the synthetic nuScenes (a partial v1.0-trainval in the real format: 32 short train scenes,
+   10 val scenes of 32 key frames) and its mmdet3d info pkls;
 2. ``dense``: train BEVDet + SparseViT-T from scratch (``configs/bevdet/..._cpu-demo.py``);
 3. ``adapt``: sparsity-aware adaptation from the dense checkpoint (``..._cpu-demo_adapt.py``);
 4. ``search``: ``tools/search.py`` on the adapted detector under a budget of ``--latency-ratio`` x the dense
@@ -35,7 +36,8 @@ from typing import Any, Optional
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DENSE_CONFIG = ROOT / 'configs/bevdet/bevdet_sparsevit-t_nuscenes-synth_cpu-demo.py'
+DENSE_CONFIG = ROOT / 'configs/bevdet/bevdet_sparsevit-t_nuscenes-synth_cpu-demo_pretrained.py'
+PRETRAIN_ITERS = 600  # Mask R-CNN iterations on the synthetic COCO (batch 4, 160 x 160)
 ADAPT_CONFIG = ROOT / 'configs/bevdet/bevdet_sparsevit-t_nuscenes-synth_cpu-demo_adapt.py'
 PARETO_UNIFORM = (0.2, 0.4, 0.6, 0.8)
 
@@ -43,7 +45,7 @@ PARETO_UNIFORM = (0.2, 0.4, 0.6, 0.8)
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data-root', type=Path, default=None,
-                        help='synthetic nuScenes root (default data/nuscenes-synth; --quick: <work-dir>/data)')
+                        help='synthetic nuScenes root (default data/nuscenes-synth-trainval; --quick: <work-dir>/data)')
     parser.add_argument('--work-dir', type=Path, default=None,
                         help='outputs and cached stages (default work_dirs/demo; --quick: work_dirs/demo-quick)')
     parser.add_argument('--latency-ratio', type=float, default=None,
@@ -60,7 +62,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         parser.error(f'--latency-ratio must be in (0, 1], got {args.latency_ratio}')
     default_work = 'work_dirs/demo-quick' if args.quick else 'work_dirs/demo'
     args.work_dir = (args.work_dir or ROOT / default_work).resolve()
-    args.data_root = (args.data_root or (args.work_dir / 'data' if args.quick else ROOT / 'data/nuscenes-synth'))
+    args.data_root = (args.data_root
+                      or (args.work_dir / 'data' if args.quick else ROOT / 'data/nuscenes-synth-trainval'))
     args.data_root = args.data_root.resolve()
     return args
 
@@ -84,7 +87,14 @@ def stage(title: str, name: str, seconds: dict[str, float]) -> Iterator[None]:
 
 QUICK_IMAGE_SIZE = (90, 160)
 QUICK_INPUT_SIZE = (64, 176)
-QUICK_SAMPLES_PER_SCENE = 3
+# The demo's synthetic set: a partial v1.0-trainval (scene names from the devkit's train / val splits, eval set
+# 'val'). Many short train scenes give more distinct worlds for the same number of frames; 10 val scenes of
+# 32 key frames (320 samples) let a paired bootstrap over scenes resolve about 0.02 NDS. Images at 450 x 800
+# (half of nuScenes' 900 x 1600): the network sees 128 x 352, and decoding is 4 x cheaper.
+DEMO_DATA = dict(version='v1.0-trainval', train_scenes=32, samples_per_scene=12, val_scenes=10,
+                 val_samples_per_scene=32, image_size=(450, 800))
+QUICK_DATA = dict(version='v1.0-trainval', train_scenes=4, samples_per_scene=3, val_scenes=3,
+                  val_samples_per_scene=3, image_size=QUICK_IMAGE_SIZE)
 
 
 def demo_config(path: Path, args: argparse.Namespace, work_dir: Path) -> Any:
@@ -123,23 +133,47 @@ def demo_config(path: Path, args: argparse.Namespace, work_dir: Path) -> Any:
 # stages
 
 
-def stage_data(args: argparse.Namespace) -> None:
+def stage_data(args: argparse.Namespace) -> str:
+    """Generate (or reuse) the synthetic set and its info pkls; returns the generator's parameters as text
+    (the marker file), the fingerprint the training stages depend on."""
     from projects.sparsevit_bevdet.datasets import create_nuscenes_infos
-    from projects.sparsevit_bevdet.synthetic.nuscenes import SyntheticNuScenesConfig, generate_synthetic_nuscenes
+    from projects.sparsevit_bevdet.synthetic.nuscenes import (
+        MARKER_FILE,
+        SyntheticNuScenesConfig,
+        generate_synthetic_nuscenes,
+    )
 
     root = args.data_root
-    if (root / 'v1.0-mini').is_dir():
-        print(f'{root}/v1.0-mini exists: reusing it')
+    spec = QUICK_DATA if args.quick else DEMO_DATA
+    version = spec['version']
+    marker = root / MARKER_FILE
+    wanted = SyntheticNuScenesConfig(out_dir=root, workers=2, **spec)
+    current = json.loads(marker.read_text()) if marker.is_file() else None
+    if (root / version).is_dir() and current is not None and _same_generation(current, wanted):
+        print(f'{root}/{version} exists: reusing it')
     else:
-        kwargs = dict(samples_per_scene=QUICK_SAMPLES_PER_SCENE, image_size=QUICK_IMAGE_SIZE) if args.quick else {}
-        summary = generate_synthetic_nuscenes(SyntheticNuScenesConfig(out_dir=root, workers=2, **kwargs),
-                                              progress=True, log=print)
+        if current is not None:
+            print(f'{root} holds a synthetic set of other parameters ({current}): regenerating it')
+        wanted.overwrite = True  # the generator still refuses a folder it did not write
+        summary = generate_synthetic_nuscenes(wanted, progress=True, log=print)
         print(summary.table())
     if (root / 'nuscenes_infos_val.pkl').is_file() and (root / 'nuscenes_infos_train.pkl').is_file():
         print(f'{root}/nuscenes_infos_{{train,val}}.pkl exist: reusing them')
     else:
-        for split, path in create_nuscenes_infos(root, 'v1.0-mini', root, progress=True).items():
+        for split, path in create_nuscenes_infos(root, version, root, progress=True, partial=True).items():
             print(f'wrote {split} infos: {path}')
+    return marker.read_text()
+
+
+def _same_generation(marker: dict, cfg: Any) -> bool:
+    """Whether a generated set's marker records the parameters of ``cfg`` (and this generator version)."""
+    from projects.sparsevit_bevdet.synthetic.nuscenes.world import GENERATOR_VERSION
+
+    wanted = dict(generator_version=GENERATOR_VERSION, version=cfg.version, seed=cfg.seed,
+                  samples_per_scene=cfg.samples_per_scene, image_size=list(cfg.image_size),
+                  train_scenes=cfg.train_scenes, val_scenes=cfg.val_scenes,
+                  val_samples_per_scene=cfg.val_samples_per_scene)
+    return all(marker.get(k) == v for k, v in wanted.items())
 
 
 def final_checkpoint(work_dir: Path, max_iters: int) -> Path:
@@ -180,27 +214,53 @@ def claim_stage_dir(work_dir: Path, key: str) -> None:
     atomic_write_json(record, dict(key=key), indent=1)
 
 
+def stage_pretrain(args: argparse.Namespace) -> tuple[Path, str]:
+    """SparseViT at the recipe's width trained in Mask R-CNN on the synthetic COCO (cached like the others)."""
+    from mmengine.config import Config
+
+    from projects.sparsevit_bevdet.utils.pretrain_stage import (
+        PRETRAIN_CONFIG,
+        check_same_encoder,
+        ensure_synthetic_coco,
+        pretrain_config,
+    )
+
+    data_root = args.work_dir / 'coco-data' if args.quick else ROOT / 'data/coco-synth'
+    data_key = ensure_synthetic_coco(data_root, args.quick)
+    cfg = pretrain_config(data_root, args.work_dir / 'pretrain', args.quick, PRETRAIN_ITERS)
+    check_same_encoder(cfg, Config.fromfile(str(DENSE_CONFIG)))
+    return train_cached('pretrain', cfg, PRETRAIN_CONFIG, stage_key(cfg.pretty_text, data_key))
+
+
 def stage_train(name: str, config: Path, args: argparse.Namespace, load_from: Optional[Path] = None,
-                upstream_key: str = '') -> tuple[Path, str]:
+                upstream_key: str = '', init_checkpoint: Optional[Path] = None) -> tuple[Path, str]:
     """Train ``config`` in ``<work-dir>/<name>``; reuse a finished run, resume an interrupted one.
 
     Returns the final checkpoint and the stage's fingerprint (config text and ``upstream_key``).
     """
-    from mmengine.runner import Runner
-
     work_dir = args.work_dir / name
     cfg = demo_config(config, args, work_dir)
     if load_from is not None:
         cfg.load_from = str(load_from)
-    key = stage_key(cfg.pretty_text, upstream_key)
+    if init_checkpoint is not None:  # the pretrain stage's encoder, loaded as users load Swin weights
+        cfg.model.img_backbone.init_cfg = dict(type='Pretrained', checkpoint=str(init_checkpoint))
+    return train_cached(name, cfg, config, stage_key(cfg.pretty_text, upstream_key))
+
+
+def train_cached(name: str, cfg: Any, config: Path, key: str) -> tuple[Path, str]:
+    """Train ``cfg`` in its work dir under fingerprint ``key``; reuse a finished run, resume an interrupted one."""
+    from mmengine.runner import Runner
+
+    from projects.sparsevit_bevdet.utils.run_checkpoints import prepare_training_run
+
+    work_dir = Path(cfg.work_dir)
     claim_stage_dir(work_dir, key)
     done = final_checkpoint(work_dir, cfg.train_cfg.max_iters)
-    if done.is_file():
-        print(f'{done} exists: reusing the finished {name} training')
+    # finished only when last_checkpoint names the final checkpoint and it is complete; else resume from the
+    # newest complete checkpoint (checkpoints are written atomically; broken ones are moved aside)
+    if prepare_training_run(cfg, work_dir, done):
+        print(f'{done} is complete: reusing the finished {name} training')
         return done, key
-    if (work_dir / 'last_checkpoint').is_file():
-        cfg.resume = True  # mmengine reads the latest checkpoint of the work dir
-        print(f'resuming the {name} training from {(work_dir / "last_checkpoint").read_text().strip()}')
     print(f'training {config.relative_to(ROOT)} for {cfg.train_cfg.max_iters} iterations '
           f'(batch {cfg.train_dataloader.batch_size}) in {work_dir}', flush=True)
     start = time.perf_counter()
@@ -242,10 +302,12 @@ class Detector:
         from mmengine.runner import Runner
 
         from projects.sparsevit_bevdet.search import CachedLoader
+        from projects.sparsevit_bevdet.utils.checkpoint_fit import add_checkpoint_fit_hook
 
         work_dir = args.work_dir / 'evaluate' / name
         cfg = demo_config(config, args, work_dir)
         cfg.load_from = str(checkpoint)
+        add_checkpoint_fit_hook(cfg, str(checkpoint))  # never evaluate weights that do not fit
         self.runner = Runner.from_cfg(cfg)
         self.runner.load_checkpoint(str(checkpoint), map_location='cpu')
         # the test loop runs outside runner.test(): start the hooks' run as runner.test() would
@@ -254,6 +316,7 @@ class Detector:
         self.runner.test_loop.dataloader = CachedLoader(self.runner.test_loop.dataloader)
         self.model = self.runner.model.eval()
         self.config, self.checkpoint = config, checkpoint
+        self.results_json = work_dir / 'results' / 'results_nusc.json'  # the metric's submission file
 
     @property
     def encoder(self) -> Any:
@@ -263,6 +326,33 @@ class Detector:
         self.encoder.set_pruning_ratios(ratios)
         metrics = self.runner.test_loop.run()
         return {k: float(v) for k, v in metrics.items()}
+
+
+BOOTSTRAP_PAIRS = (('searched', 'dense'), ('searched', 'dense_adapted'), ('searched', 'uniform'))
+
+
+def stage_bootstrap(submissions: dict[str, Path], keys: dict[str, dict], args: argparse.Namespace) -> dict:
+    """Paired bootstrap (90 %, over val scenes) of every row's mAP / NDS and of :data:`BOOTSTRAP_PAIRS`, from
+    the rows' devkit submissions; cached in ``<work-dir>/evaluate/bootstrap.json`` under the rows' keys."""
+    from mmengine.config import Config
+
+    from projects.sparsevit_bevdet.evaluation.bootstrap import bootstrap_submissions
+    from projects.sparsevit_bevdet.utils.atomic_io import atomic_write_json
+
+    cached = args.work_dir / 'evaluate' / 'bootstrap.json'
+    replicates = 200 if args.quick else 1000
+    key = dict(rows=keys, replicates=replicates, level=0.9, seed=0, pairs=[list(p) for p in BOOTSTRAP_PAIRS])
+    if cached.is_file() and json.loads(cached.read_text()).get('key') == key:
+        print(f'bootstrap: reusing {cached}')
+        return json.loads(cached.read_text())['result']
+    version = Config.fromfile(str(DENSE_CONFIG)).test_dataloader.dataset.metainfo['version']
+    start = time.perf_counter()
+    result = bootstrap_submissions(args.data_root, version, submissions, BOOTSTRAP_PAIRS, replicates=replicates,
+                                   level=0.9, seed=0)
+    print(f'bootstrap: {replicates} replicates over {result["_settings"]["num_scenes"]} val scenes in '
+          f'{time.perf_counter() - start:.0f} s')
+    atomic_write_json(cached, dict(key=key, result=result), indent=1)
+    return result
 
 
 def stage_evaluate(dense_ckpt: Path, adapt_ckpt: Path, best: dict, args: argparse.Namespace,
@@ -286,20 +376,25 @@ def stage_evaluate(dense_ckpt: Path, adapt_ckpt: Path, best: dict, args: argpars
         'searched': (adapted, best['pruning_ratios']),
     }
     results: dict[str, dict] = {}
-    from projects.sparsevit_bevdet.utils.atomic_io import atomic_write_json
+    from projects.sparsevit_bevdet.utils.atomic_io import atomic_write_bytes, atomic_write_json
 
+    submissions = {name: cache_dir / f'{name}_results_nusc.json' for name in rows}  # kept for the bootstrap
+    keys = {}
     for name, (detector, ratios) in rows.items():
         cached = cache_dir / f'{name}.json'
-        key = dict(checkpoint=str(detector.checkpoint), pruning_ratios=ratios,
-                   stage=stage_keys['dense' if detector is dense else 'adapt'])
-        if cached.is_file() and json.loads(cached.read_text()).get('key') == key:
+        key = keys[name] = dict(checkpoint=str(detector.checkpoint), pruning_ratios=ratios,
+                                stage=stage_keys['dense' if detector is dense else 'adapt'])
+        if (cached.is_file() and json.loads(cached.read_text()).get('key') == key
+                and submissions[name].is_file()):
             results[name] = json.loads(cached.read_text())['metrics']
             print(f'{name}: reusing {cached}')
             continue
         print(f'{name}: testing on the full val split at ratios {ratios}', flush=True)
         metrics = detector.test(ratios)
+        atomic_write_bytes(submissions[name], detector.results_json.read_bytes())
         atomic_write_json(cached, dict(key=key, metrics=metrics), indent=1)
         results[name] = metrics
+    uncertainty = stage_bootstrap(submissions, keys, args)
 
     # latency: one val sample, every configuration timed in turn within each round (medians)
     batch = next(iter(dense.runner.test_dataloader))
@@ -328,7 +423,9 @@ def stage_evaluate(dense_ckpt: Path, adapt_ckpt: Path, best: dict, args: argpars
             pruning_ratios=detector.encoder.pruning_ratios,
             mAP=results[name]['NuScenes/mAP'], NDS=results[name]['NuScenes/NDS'],
             encoder_ms=statistics.median(times[name]['encoder']),
-            detector_ms=statistics.median(times[name]['detector']))
+            detector_ms=statistics.median(times[name]['detector']),
+            **{f'{m}_interval': [uncertainty[name][m]['low'], uncertainty[name][m]['high']] for m in ('mAP', 'NDS')})
+    summary['bootstrap'] = uncertainty
     summary['budget']['encoder_ms_this_run'] = args.latency_ratio * summary['dense']['encoder_ms']
     summary['_detectors'] = rows  # for the plots; dropped before writing
     return summary
@@ -340,14 +437,23 @@ def stage_evaluate(dense_ckpt: Path, adapt_ckpt: Path, best: dict, args: argpars
 
 def print_table(summary: dict) -> None:
     dense = summary['dense']
-    print(f"\n{'configuration':<13} {'mAP':>7} {'NDS':>7} {'encoder ms':>11} {'x dense':>8} {'detector ms':>12} "
-          f"{'x dense':>8}  group-mean ratio per stage")
+    print(f"\n{'configuration':<13} {'mAP':>7} {'NDS':>7} {'NDS 90% interval':>17} {'encoder ms':>11} {'x dense':>8} "
+          f"{'detector ms':>12} {'x dense':>8}  group-mean ratio per stage")
     for name in ('dense', 'dense_adapted', 'uniform', 'searched'):
         row = summary[name]
         per_stage = [round(sum(s) / len(s), 2) for s in row['pruning_ratios']]
-        print(f"{name:<13} {row['mAP']:7.4f} {row['NDS']:7.4f} {row['encoder_ms']:11.1f} "
-              f"{row['encoder_ms'] / dense['encoder_ms']:8.3f} {row['detector_ms']:12.1f} "
+        low, high = row['NDS_interval']
+        print(f"{name:<13} {row['mAP']:7.4f} {row['NDS']:7.4f} {f'[{low:.4f}, {high:.4f}]':>17} "
+              f"{row['encoder_ms']:11.1f} {row['encoder_ms'] / dense['encoder_ms']:8.3f} {row['detector_ms']:12.1f} "
               f"{row['detector_ms'] / dense['detector_ms']:8.3f}  {per_stage}")
+    settings = summary['bootstrap']['_settings']
+    print(f"paired bootstrap, {settings['level']:.0%} intervals over {settings['num_scenes']} val scenes "
+          f"({settings['num_samples']} samples, {settings['replicates']} replicates):")
+    for pair in BOOTSTRAP_PAIRS:
+        entry = summary['bootstrap'][' - '.join(pair)]
+        print(f"  {' - '.join(pair):<26}" + '  '.join(
+            f"{m} {entry[m]['value']:+.4f} [{entry[m]['low']:+.4f}, {entry[m]['high']:+.4f}]"
+            f"{'' if entry[m]['resolved'] else ' (not resolved)'}" for m in ('mAP', 'NDS')))
     budget = summary['budget']
     print(f"budget: {budget['latency_ratio']} x dense encoder = {budget['encoder_ms_this_run']:.1f} ms in this run "
           f"({budget['encoder_ms']:.1f} ms in the search's own measurement)")
@@ -382,6 +488,18 @@ def plot_pareto(summary: dict, search_dir: Path, path: Path) -> None:
                label='dense (dense-trained checkpoint)', zorder=3)
     ax.scatter([best['budget']['dense_predicted_ms']], [summary['dense_adapted']['NDS']], marker='D', s=60,
                facecolor='white', edgecolor='black', label='dense (adapted checkpoint)', zorder=3)
+    # the demo's four configurations on the full split, with their 90 % bootstrap intervals over val scenes
+    for name, latency in (('dense', best['budget']['dense_predicted_ms']),
+                          ('dense_adapted', best['budget']['dense_predicted_ms']),
+                          ('uniform', best['uniform']['predicted_latency_ms']),
+                          ('searched', best['predicted_latency_ms'])):
+        row = summary[name]
+        low, high = row['NDS_interval']
+        ax.errorbar([latency], [row['NDS']], yerr=[[max(row['NDS'] - low, 0.0)], [max(high - row['NDS'], 0.0)]],
+                    fmt='none', ecolor='black', capsize=4, linewidth=1, zorder=2)
+    gap = summary['bootstrap']['searched - dense_adapted']['NDS']
+    ax.set_title(f"searched - dense (same weights) NDS {gap['value']:+.3f}, 90 % interval "
+                 f"[{gap['low']:+.3f}, {gap['high']:+.3f}]", fontsize=9)
     ax.axvline(best['latency_budget_ms'], color='tab:red', linestyle='--', label='latency budget')
     ax.set_xlabel('image-encoder latency (ms, predicted by the latency table)')
     ax.set_ylabel('NDS (synthetic val; markers: full split)')
@@ -440,6 +558,15 @@ def plot_sample(summary: dict, path: Path) -> None:
 
 def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
+    from projects.sparsevit_bevdet.utils.workdir_lock import WorkDirLock
+
+    # one demo per work dir: a second process resuming the same stages would corrupt them
+    with WorkDirLock(args.work_dir, 'tools/demo.py'):
+        run_demo(args)
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    """Every stage of the demo, in order (the work dir is locked)."""
     import torch
 
     import projects.sparsevit_bevdet  # noqa: F401  (registers the plugin, safe checkpoint loading)
@@ -450,20 +577,23 @@ def main(argv: Optional[list[str]] = None) -> None:
     start = time.perf_counter()
 
     seconds: dict[str, float] = {}  # wall time of each stage in this run (a reused stage takes seconds)
-    with stage('1/6 data: synthetic nuScenes (v1.0-mini format) and mmdet3d infos', 'data', seconds):
-        stage_data(args)
-    with stage('2/6 dense: BEVDet + SparseViT-T from scratch', 'dense', seconds):
-        dense_ckpt, dense_key = stage_train('dense', DENSE_CONFIG, args)
-    with stage('3/6 adapt: sparsity-aware adaptation from the dense checkpoint', 'adapt', seconds):
+    with stage('1/7 data: synthetic nuScenes (partial v1.0-trainval) and mmdet3d infos', 'data', seconds):
+        data_key = stage_data(args)
+    with stage('2/7 pretrain: SparseViT-T (recipe width) in Mask R-CNN on the synthetic COCO', 'pretrain', seconds):
+        pretrain_ckpt, pretrain_key = stage_pretrain(args)
+    with stage('3/7 dense: BEVDet + SparseViT-T from the pretrained encoder', 'dense', seconds):
+        dense_ckpt, dense_key = stage_train('dense', DENSE_CONFIG, args, upstream_key=data_key + pretrain_key,
+                                            init_checkpoint=pretrain_ckpt)
+    with stage('4/7 adapt: sparsity-aware adaptation from the dense checkpoint', 'adapt', seconds):
         adapt_ckpt, adapt_key = stage_train('adapt', ADAPT_CONFIG, args, load_from=dense_ckpt,
                                             upstream_key=dense_key)
-    with stage(f'4/6 search: per-group pruning ratios under {args.latency_ratio} x the dense encoder latency',
+    with stage(f'5/7 search: per-group pruning ratios under {args.latency_ratio} x the dense encoder latency',
                'search', seconds):
         best = stage_search(adapt_ckpt, args, upstream_key=adapt_key)
-    with stage('5/6 evaluate: dense / best uniform / searched on the full val split, latency interleaved',
+    with stage('6/7 evaluate: dense / best uniform / searched on the full val split, latency interleaved',
                'evaluate', seconds):
         summary = stage_evaluate(dense_ckpt, adapt_ckpt, best, args, dict(dense=dense_key, adapt=adapt_key))
-    section('6/6 results')
+    section('7/7 results')
     print_table(summary)
     plot_pareto(summary, args.work_dir / 'search', args.work_dir / 'pareto.png')
     plot_sample(summary, args.work_dir / 'predictions.png')

@@ -10,6 +10,7 @@
 _base_ = ['./bevdet_sparsevit-t_nuscenes-synth_cpu-demo.py']
 
 data_root = 'data/nuscenes-synth-overfit/'
+metainfo = dict(version='v1.0-mini', classes={{_base_.class_names}})  # the generator's default layout
 no_image_aug = dict(input_size={{_base_.input_size}}, src_size=(900, 1600), resize=(0.0, 0.0), rot=(0.0, 0.0),
                     flip=False, crop_h=(0.0, 0.0), resize_test=0.0)
 no_bev_aug = dict(rot_lim=(0.0, 0.0), scale_lim=(1.0, 1.0), flip_dx_ratio=0.0, flip_dy_ratio=0.0)
@@ -27,9 +28,9 @@ train_pipeline = [
     dict(type='ObjectNameFilter', classes={{_base_.class_names}}),
     dict(type='Pack3DDetInputs', keys=['img', 'gt_bboxes_3d', 'gt_labels_3d'], meta_keys=train_meta_keys),
 ]
-train_dataloader = dict(dataset=dict(data_root=data_root, pipeline=train_pipeline))
+train_dataloader = dict(dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
 # evaluate on the training samples themselves
-val_dataloader = dict(dataset=dict(data_root=data_root, ann_file='nuscenes_infos_train.pkl'))
+val_dataloader = dict(dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='nuscenes_infos_train.pkl'))
 test_dataloader = val_dataloader
 val_evaluator = dict(data_root=data_root, ann_file=data_root + 'nuscenes_infos_train.pkl', eval_set='mini_train')
 test_evaluator = val_evaluator

@@ -98,6 +98,10 @@ class BEVDet(Base3DDetector):
             (:mod:`~.perspective_aux`: a small head classifies every image-feature pixel by the ground-truth
             box covering it; focal loss; training only); 0 (default) trains as BEVDet.
         perspective_head_channels: hidden channels of that head.
+        depth_object_weight: extra weight of the depth loss on feature pixels covered by a ground-truth box
+            (their weight is ``1 + depth_object_weight``, the ground's 1): the ground dominates the pixels and
+            its depth is learnt early, while objects' depth, which places them in BEV, is not; 0 (default)
+            weights every pixel alike.
         class_names: the dataset's classes in label order (``metainfo['classes']``). CenterHead reads label
             ``k`` as the ``k``-th class of its tasks flattened, so the two orders must agree; given, this is
             checked at build time. BEVDet's task grouping needs BEVDet's class order (car, truck,
@@ -119,6 +123,7 @@ class BEVDet(Base3DDetector):
                  depth_loss_weight: float = 0.0,
                  perspective_loss_weight: float = 0.0,
                  perspective_head_channels: int = 64,
+                 depth_object_weight: float = 0.0,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if not depth_loss_weight >= 0.0:
@@ -127,6 +132,9 @@ class BEVDet(Base3DDetector):
         if not perspective_loss_weight >= 0.0:
             raise ValueError(f'perspective_loss_weight must be >= 0, got {perspective_loss_weight!r}')
         self.perspective_loss_weight = float(perspective_loss_weight)
+        if not depth_object_weight >= 0.0:
+            raise ValueError(f'depth_object_weight must be >= 0, got {depth_object_weight!r}')
+        self.depth_object_weight = float(depth_object_weight)
         self.img_backbone = MODELS.build(img_backbone)
         self.img_neck = MODELS.build(img_neck) if img_neck is not None else None
         self.img_view_transformer = MODELS.build(img_view_transformer)
@@ -264,10 +272,11 @@ class BEVDet(Base3DDetector):
                              f'{self._head_map_size} (H, W); adjust out_size_factor or the BEV encoder')
         return [x], depth, img_feats, mats
 
-    def depth_loss(self, depth: Tensor, batch_data_samples: Sequence[Det3DDataSample]) -> Tensor:
+    def depth_loss(self, depth: Tensor, batch_data_samples: Sequence[Det3DDataSample],
+                   pixel_weights: Optional[Tensor] = None) -> Tensor:
         """BEVDepth's depth loss: BCE of ``depth (B, N, D, fH, fW)`` against the one-hot bin of each
         feature pixel's ``gt_depth`` (metainfo, ``(N, fH, fW)`` metres, 0 = no LiDAR point), averaged over
-        the pixels that have a target."""
+        the pixels that have a target (weighted by ``pixel_weights (B, N, fH, fW)`` if given)."""
         targets = []
         for i, sample in enumerate(batch_data_samples):
             if 'gt_depth' not in sample.metainfo:
@@ -288,8 +297,22 @@ class BEVDet(Base3DDetector):
         with torch.autocast(device_type=depth.device.type, enabled=False):
             prob = depth.float().permute(0, 1, 3, 4, 2)[valid]  # (P, D)
             onehot = torch.nn.functional.one_hot(bins[valid], depth.shape[2]).float()
-            loss = torch.nn.functional.binary_cross_entropy(prob.clamp(1e-6, 1 - 1e-6), onehot, reduction='sum')
-        return loss / valid.sum()
+            if pixel_weights is None:
+                loss = torch.nn.functional.binary_cross_entropy(prob.clamp(1e-6, 1 - 1e-6), onehot, reduction='sum')
+                return loss / valid.sum()
+            per_pixel = torch.nn.functional.binary_cross_entropy(prob.clamp(1e-6, 1 - 1e-6), onehot,
+                                                                 reduction='none').sum(1)  # (P,)
+            weights = pixel_weights.to(per_pixel)[valid]
+            return (per_pixel * weights).sum() / weights.sum()
+
+    def object_pixel_weights(self, depth: Tensor, mats: Dict[str, Tensor],
+                             batch_gt_instances_3d: Sequence[Any]) -> Tensor:
+        """``(B, N, fH, fW)`` depth-loss weights: ``1 + depth_object_weight`` where a ground-truth box covers the
+        feature pixel (:func:`~.perspective_aux.perspective_targets`, any class), 1 elsewhere."""
+        covered = perspective_targets([gt.bboxes_3d.corners for gt in batch_gt_instances_3d],
+                                      [torch.zeros_like(gt.labels_3d) for gt in batch_gt_instances_3d], mats, 1,
+                                      depth.shape[-2:], self.img_view_transformer.downsample)[:, :, 0]
+        return 1.0 + self.depth_object_weight * covered
 
     # -- mmengine entry points ----------------------------------------------------------------
     def loss(self, batch_inputs_dict: Dict[str, Any], batch_data_samples: List[Det3DDataSample],
@@ -302,7 +325,9 @@ class BEVDet(Base3DDetector):
         batch_gt_instances_3d = [sample.gt_instances_3d for sample in batch_data_samples]
         losses = self.pts_bbox_head.loss_by_feat(outs, batch_gt_instances_3d)
         if self.depth_loss_weight > 0:
-            losses['loss_depth'] = self.depth_loss_weight * self.depth_loss(depth, batch_data_samples)
+            weights = (self.object_pixel_weights(depth, mats, batch_gt_instances_3d)
+                       if self.depth_object_weight > 0 else None)
+            losses['loss_depth'] = self.depth_loss_weight * self.depth_loss(depth, batch_data_samples, weights)
         if self.perspective_head is not None:
             losses['loss_perspective'] = self.perspective_loss_weight * self.perspective_loss(
                 img_feats, mats, batch_gt_instances_3d)

@@ -12,7 +12,11 @@ IoU threshold. The settings are BEVDet's ``test_cfg`` keys::
         nms_rescale_factor=[1.0, [0.7, 0.7], [0.4, 0.55], 1.1, [1.0, 1.0], [4.5, 9.0]]))  # per task / class
 
 A task's factor is one number for all its classes or one per class (in the task's class order). Circle
-NMS ignores the factors (it compares centre distances with ``min_radius[task]``). Without any of these
+NMS ignores the factors (it compares centre distances with ``min_radius[task]``). Two more keys fit coarse
+BEV grids (e.g. 1.6 m cells, where boxes of small classes in neighbouring cells do not overlap at all):
+``max_pool_kernel=3`` keeps only heatmap cells that are the maximum of their k x k neighbourhood (CenterNet's
+peak extraction) before decoding, and ``nms_per_class=True`` runs the rotated NMS of a task per class, so one
+task holding all classes suppresses duplicates of a class without removing neighbours of another. Without any of these
 keys as lists, or factors all 1, the head computes exactly what ``CenterHead`` computes.
 """
 from __future__ import annotations
@@ -108,7 +112,7 @@ class BEVDetCenterHead(CenterHead):
     def _uses_scale_nms(self) -> bool:
         cfg = self.test_cfg
         return (isinstance(cfg.get('nms_type'), (list, tuple)) or isinstance(cfg.get('nms_thr'), (list, tuple))
-                or 'nms_rescale_factor' in cfg)
+                or 'nms_rescale_factor' in cfg or bool(cfg.get('max_pool_kernel')) or bool(cfg.get('nms_per_class')))
 
     def predict_by_feat(self, preds_dicts: Tuple[List[dict]], batch_input_metas: List[dict], *args: Any,
                         **kwargs: Any) -> List[InstanceData]:
@@ -131,7 +135,14 @@ class BEVDetCenterHead(CenterHead):
         """One task's head maps ``(B, C, H, W)`` -> per sample ``bboxes (N, code_size)`` (gravity centre),
         ``scores (N,)``, ``labels (N,)`` (index within the task), as ``CenterHead`` decodes them."""
         dim = torch.exp(preds['dim']) if self.norm_bbox else preds['dim']
-        return self.bbox_coder.decode(preds['heatmap'].sigmoid(), preds['rot'][:, 0:1], preds['rot'][:, 1:2],
+        heatmap = preds['heatmap'].sigmoid()  # (B, num_class, H, W)
+        kernel = int(self.test_cfg.get('max_pool_kernel') or 0)
+        if kernel > 1:
+            if kernel % 2 == 0:
+                raise ValueError(f'test_cfg.max_pool_kernel must be odd (a centred window), got {kernel}')
+            peaks = torch.nn.functional.max_pool2d(heatmap, kernel, stride=1, padding=kernel // 2)
+            heatmap = heatmap * (peaks == heatmap)
+        return self.bbox_coder.decode(heatmap, preds['rot'][:, 0:1], preds['rot'][:, 1:2],
                                       preds['height'], dim, preds.get('vel'), reg=preds['reg'], task_id=task_id)
 
     def task_nms(self, boxes: Tensor, scores: Tensor, labels: Tensor, task_id: int, setting: TaskNMS,
@@ -154,6 +165,9 @@ class BEVDetCenterHead(CenterHead):
             # scale only the copy NMS sees (l, w, h): the returned boxes keep their predicted size exactly
             factors = boxes.new_tensor(setting.rescale)[labels]
             scaled = torch.cat([boxes[:, :3], boxes[:, 3:6] * factors[:, None], boxes[:, 6:]], dim=1)
+            if cfg.get('nms_per_class'):
+                # classes 1 km apart in the NMS copy: no box of one class can overlap one of another
+                scaled[:, 0] = scaled[:, 0] + 1000.0 * labels.to(scaled)
             bev = xywhr2xyxyr(meta['box_type_3d'](scaled, self.bbox_coder.code_size).bev)
             selected = nms_bev(bev, scores, thresh=setting.nms_thr, pre_max_size=cfg['pre_max_size'],
                                post_max_size=cfg['post_max_size'])

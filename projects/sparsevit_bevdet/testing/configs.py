@@ -14,12 +14,14 @@ DEMO_CONFIG = Path(__file__).resolve().parents[3] / 'configs' / 'bevdet' / \
 
 
 def small_demo_config(data_root: str | Path, image_size: tuple[int, int], results_dir: str | Path,
-                      input_size: tuple[int, int] = (64, 112)) -> Config:
-    """The CPU demo config reading ``data_root`` (images of ``image_size``) at network input ``input_size``."""
+                      input_size: tuple[int, int] = (64, 112), version: str = 'v1.0-mini') -> Config:
+    """The CPU demo config reading ``data_root`` (a database of ``version``, images of ``image_size``) at
+    network input ``input_size``."""
     cfg = Config.fromfile(DEMO_CONFIG)
     root = str(data_root).rstrip('/') + '/'
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = root
+        cfg[loader].dataset.metainfo = dict(cfg[loader].dataset.metainfo, version=version)
         pipeline = copy.deepcopy(cfg[loader].dataset.pipeline)
         for step in pipeline:
             if step['type'] == 'BEVDetImageAug':

@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config')
     parser.add_argument('checkpoint', nargs='?', default=None, help='trained weights (default: random init)')
+    parser.add_argument('--allow-partial-load', action='store_true',
+                        help='time the model even if the checkpoint does not fit it (refused without it)')
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('--shape', type=int, nargs=4, metavar=('B', 'C', 'H', 'W'), help='random input images')
     source.add_argument('--from-dataset', action='store_true', help="the first batch of the config's test dataloader")
@@ -82,9 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_model(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Module, Any]:
     """The model of ``args.config`` in eval mode, its SparseViT backbone and the config."""
     from mmengine.registry import MODELS
-    from mmengine.runner import load_checkpoint
 
     from projects.sparsevit_bevdet.backbones import SparseViT
+    from projects.sparsevit_bevdet.utils.checkpoint_fit import load_fitting_checkpoint
     from projects.sparsevit_bevdet.utils.entrypoint import init_scope, load_config
 
     cfg = load_config(args.config, args.cfg_options, 'none', None)
@@ -93,7 +95,7 @@ def build_model(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Mod
     # no init_weights(): its init_cfg may name pretrained weights to download; latency does not need them
     model = MODELS.build(cfg.model)
     if args.checkpoint is not None:
-        load_checkpoint(model, args.checkpoint, map_location='cpu')
+        load_fitting_checkpoint(model, args.checkpoint, args.allow_partial_load)
     model.eval()
     backbone = getattr(model, 'img_backbone', None) or getattr(model, 'backbone', None)
     if not isinstance(backbone, SparseViT):

@@ -4,7 +4,10 @@
     python tools/create_data.py nuscenes --root-path data/nuscenes-synth --version v1.0-mini \
         --out-dir data/nuscenes-synth
 
-Writes <out-dir>/<extra-tag>_infos_train.pkl and ..._val.pkl (..._test.pkl for v1.0-test). The fields are
+Writes <out-dir>/<extra-tag>_infos_train.pkl and ..._val.pkl (..._test.pkl for v1.0-test), only once every
+split has been converted, all files replaced together: a failure leaves the previous pkls as they were. Tables
+are checked for the fields the conversion reads, image headers and point-file sizes for what the loaders need;
+errors name the file, record, field and value. The fields are
 documented in projects/sparsevit_bevdet/datasets/nuscenes_converter.py (mmdet3d's v2 nuScenes infos plus
 ego-frame boxes and per-camera ego poses for BEVDet).
 """

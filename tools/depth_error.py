@@ -42,10 +42,10 @@ def main(argv=None) -> None:
     from mmengine.config import Config
     from mmengine.dataset import pseudo_collate
     from mmengine.registry import init_default_scope
-    from mmengine.runner import load_checkpoint
 
     import projects.sparsevit_bevdet  # noqa: F401  (registers the plugin, safe checkpoint loading)
     from projects.sparsevit_bevdet.models.view_transformer import GROUND_SCALE, LSSViewTransformer
+    from projects.sparsevit_bevdet.utils.checkpoint_fit import load_fitting_checkpoint
 
     torch.set_num_threads(args.threads)
     cfg = Config.fromfile(args.config)
@@ -54,7 +54,7 @@ def main(argv=None) -> None:
     from mmdet3d.registry import DATASETS, MODELS
 
     model = MODELS.build(cfg.model)
-    load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    load_fitting_checkpoint(model, args.checkpoint)  # refuses weights that do not fit, naming the file
     model.eval()
     dataset = DATASETS.build(cfg.train_dataloader.dataset)
     bad = [i for i in args.samples if not 0 <= i < len(dataset)]

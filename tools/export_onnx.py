@@ -45,6 +45,11 @@ from projects.sparsevit_bevdet.backbones.onnx_export import (  # noqa: E402
     run_onnxruntime,
 )
 from projects.sparsevit_bevdet.utils.atomic_io import atomic_write_bytes  # noqa: E402
+from projects.sparsevit_bevdet.utils.checkpoint_fit import (  # noqa: E402
+    CheckpointMismatchError,
+    check_state_dict_fits,
+    state_dict_of,
+)
 from projects.sparsevit_bevdet.utils.entrypoint import check_file  # noqa: E402
 from projects.sparsevit_bevdet.utils.safe_checkpoint import (  # noqa: E402
     CheckpointSecurityError,
@@ -115,20 +120,16 @@ def load_encoder_weights(encoder: SparseViT, checkpoint: str, key: str) -> None:
     from mmengine.runner import CheckpointLoader
 
     loaded = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-    state_dict = loaded.get('state_dict', loaded) if isinstance(loaded, dict) else None
-    if not isinstance(state_dict, dict):
-        raise ValueError(f'{checkpoint} holds no state dict (got {type(loaded).__name__})')
+    state_dict = state_dict_of(loaded, checkpoint)
     prefix = f'{key}.'
     weights = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
     if not weights:
         heads = sorted({k.split('.', 1)[0] for k in state_dict})
         raise ValueError(f'{checkpoint} has no {prefix}* weights (the model.{key} of this config); '
                          f'its top-level names are {heads[:8]}')
-    missing, unexpected = encoder.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise ValueError(f'the {prefix}* weights of {checkpoint} do not fit the config\'s encoder: '
-                         f'missing {missing[:5]}{" ..." if len(missing) > 5 else ""}, '
-                         f'unexpected {unexpected[:5]}{" ..." if len(unexpected) > 5 else ""}')
+    # names and shapes, with the same report as tools/test.py and tools/search.py (no partial export)
+    check_state_dict_fits(encoder, weights, f'the {prefix}* weights of {checkpoint}')
+    encoder.load_state_dict(weights, strict=False)  # num_batches_tracked-like counters may be absent
 
 
 def example_inputs(shape: list[int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,7 +188,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         if args.shape[1] != in_channels:
             raise ValueError(f'--shape has {args.shape[1]} channels, the encoder takes {in_channels}')
     except (ValueError, TypeError, KeyError, FileNotFoundError, CheckpointSecurityError,
-            CorruptCheckpointError) as err:
+            CorruptCheckpointError, CheckpointMismatchError) as err:
         raise SystemExit(f'export_onnx.py: error: {err}') from err
     encoder.eval()
     images, other = example_inputs(args.shape, args.seed)

@@ -22,7 +22,13 @@ measured alike.
 
 Resuming. Every evaluation is saved at once (``search_state.json``, ``random_state.json``,
 ``scores_full.json``, ``scores_proxy.json``): re-running the same command resumes without repeating any.
-A state made with another checkpoint, metric, evaluation set, budget or ratio choices is refused.
+A state made with another checkpoint, metric, evaluation set, budget or ratio choices is refused (one that
+holds no evaluation yet is started afresh), and so is a state file of another shape (naming the field). One
+process at a time per work dir: a second one is refused, naming the holder of ``<work-dir>/.lock``.
+
+Refused before any work: a checkpoint whose weights do not fit the model (``--allow-partial-load`` to
+accept), a non-finite or non-positive budget, and a ``--metric`` the evaluator does not produce (the
+evaluator is run on one validation sample first, which gives its keys).
 
 Many workers. With ``--storage URL --study-name NAME`` the evaluations live in an Optuna study instead of
 those files (``sqlite:///PATH.db``, ``postgresql://...``, ``mysql://...`` or ``journal://PATH.log``), and
@@ -52,6 +58,7 @@ import argparse
 import copy
 import hashlib
 import inspect
+import math
 import os
 import statistics
 import sys
@@ -123,14 +130,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='with --storage: seconds between the heartbeats of a running evaluation')
     parser.add_argument('--grace-period', type=int, default=120,
                         help='with --storage: seconds without a heartbeat after which an evaluation is retried')
+    parser.add_argument('--allow-partial-load', action='store_true',
+                        help='search even if the checkpoint does not fit the model (refused without it)')
     args = parser.parse_args(argv)
     for path, what in ((args.config, 'config'), (args.checkpoint, 'checkpoint')):
         if not Path(path).is_file():
             parser.error(f'{what} file {path} does not exist')
-    if args.latency_ratio is not None and args.latency_ratio <= 0.0:
-        parser.error(f'--latency-ratio must be > 0, got {args.latency_ratio}')
-    if args.latency_budget_ms is not None and args.latency_budget_ms <= 0.0:
-        parser.error(f'--latency-budget-ms must be > 0, got {args.latency_budget_ms}')
+    for name in ('latency_ratio', 'latency_budget_ms'):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0.0):
+            parser.error(f'--{name.replace("_", "-")} must be a finite number > 0, got {value}')
     if args.uniform_ratios is None:
         args.uniform_ratios = [r for r in DEFAULT_UNIFORM_RATIOS if r in args.ratio_choices]
     not_choices = [r for r in args.uniform_ratios if r not in args.ratio_choices]
@@ -185,9 +194,10 @@ def proxy_indices(num_samples: int, proxy_samples: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, num_samples - 1, proxy_samples).round()})
 
 
-def proxy_loop(runner: Runner, cfg: Config, indices: list[int], tokens: list[str]) -> ValLoop:
+def proxy_loop(runner: Runner, cfg: Config, indices: list[int], tokens: Optional[list[str]]) -> ValLoop:
     """A ``ValLoop`` over the validation samples ``indices`` (mmengine's dataset ``indices``) whose metric
-    evaluates exactly those samples (``sample_tokens``)."""
+    evaluates exactly those samples (``sample_tokens``). With ``tokens=None`` a metric without that option
+    evaluates whatever it is given (enough to learn its keys)."""
     from mmdet3d.registry import METRICS
     from mmengine.runner import ValLoop
 
@@ -196,11 +206,26 @@ def proxy_loop(runner: Runner, cfg: Config, indices: list[int], tokens: list[str
     evaluator = copy.deepcopy(cfg.val_evaluator)
     for metric in evaluator if isinstance(evaluator, list) else [evaluator]:
         metric_cls = METRICS.get(metric['type'])
-        if metric_cls is None or 'sample_tokens' not in inspect.signature(metric_cls).parameters:
+        if metric_cls is not None and 'sample_tokens' in inspect.signature(metric_cls).parameters:
+            if tokens is not None:
+                metric['sample_tokens'] = tokens
+        elif tokens is not None:
             raise ValueError(f'--proxy-samples needs a metric that can evaluate a subset of the split (a '
                              f'sample_tokens option, as EgoFrameNuScenesMetric has); {metric["type"]} has none')
-        metric['sample_tokens'] = tokens
     return ValLoop(runner, loader, evaluator)
+
+
+def check_metric_key(runner: Runner, cfg: Config, metric: str, log: Callable[[str], None]) -> None:
+    """Refuse a ``--metric`` the evaluator does not produce, before any work: its keys come from evaluating one
+    validation sample (a metric's keys depend on its options, e.g. CocoMetric's ``metric`` list)."""
+    dataset = runner.val_loop.dataloader.dataset
+    info = dataset.get_data_info(0)
+    token = info.get('token') if isinstance(info, dict) else None
+    log(f'checking that the evaluator produces {metric!r} on one validation sample')
+    keys = proxy_loop(runner, cfg, [0], [token] if token is not None else None).run()
+    if metric not in keys:
+        raise SystemExit(f'tools/search.py: --metric {metric!r} is not a key the evaluator produces; its keys '
+                         f'(from one validation sample) are {sorted(keys)}. Nothing was searched.')
 
 
 def encoder_input(inputs: Any) -> torch.Tensor:
@@ -226,8 +251,28 @@ def uniform(space: Sequence, ratio: float) -> tuple[tuple[float, ...], ...]:
 
 def run_search(cfg: Config, checkpoint: str, args: argparse.Namespace) -> dict:
     """Build the runner from ``cfg``, load ``checkpoint``, search and write the outputs; returns best.json."""
-    import numpy as np
     import torch
+
+    from projects.sparsevit_bevdet.utils.checkpoint_fit import add_checkpoint_fit_hook
+    from projects.sparsevit_bevdet.utils.workdir_lock import WorkDirLock
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work_dir = Path(args.work_dir or Path('work_dirs') / f'search_{Path(args.config).stem}')
+    cfg.work_dir = str(work_dir)
+    cfg.load_from = checkpoint
+    # nothing is trained here: without this, a CheckpointHook with save_best (mmseg's configs) would try to
+    # save a "best" checkpoint after every candidate's validation
+    if cfg.get('default_hooks', {}).get('checkpoint') is not None:
+        cfg.default_hooks.checkpoint = None
+    add_checkpoint_fit_hook(cfg, checkpoint, args.allow_partial_load)
+    with WorkDirLock(work_dir, 'tools/search.py'):  # before the runner writes its log into the work dir
+        return _search(cfg, checkpoint, args, work_dir)
+
+
+def _search(cfg: Config, checkpoint: str, args: argparse.Namespace, work_dir: Path) -> dict:
+    """:func:`run_search` once the work dir is locked."""
+    import numpy as np
     from mmengine.runner import Runner
 
     from projects.sparsevit_bevdet.backbones import expand_group_ratios
@@ -246,18 +291,10 @@ def run_search(cfg: Config, checkpoint: str, args: argparse.Namespace) -> dict:
     )
     from projects.sparsevit_bevdet.utils.atomic_io import atomic_write_json
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    work_dir = Path(args.work_dir or Path('work_dirs') / f'search_{Path(args.config).stem}')
-    cfg.work_dir = str(work_dir)
-    cfg.load_from = checkpoint
-    # nothing is trained here: without this, a CheckpointHook with save_best (mmseg's configs) would try to
-    # save a "best" checkpoint after every candidate's validation
-    if cfg.get('default_hooks', {}).get('checkpoint') is not None:
-        cfg.default_hooks.checkpoint = None
     runner = Runner.from_cfg(cfg)
     runner.load_checkpoint(checkpoint, map_location='cpu')
     log: Callable[[str], None] = runner.logger.info
+    check_metric_key(runner, cfg, args.metric, log)
     model = runner.model
     model.eval()
     encoder = find_image_encoder(model)

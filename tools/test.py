@@ -6,8 +6,10 @@ Takes the same arguments as mmdet3d's tools/test.py, e.g.
     python tools/test.py CONFIG CHECKPOINT --show-dir vis --task multi-view_det
     bash tools/dist_test.sh CONFIG CHECKPOINT 2          # 2 processes (GPUs, or gloo on CPU), one merged result
 
-The checkpoint is loaded with weights_only=True (see projects/sparsevit_bevdet/utils/safe_checkpoint.py);
-the metrics are logged by the runner and printed as one JSON line at the end.
+The checkpoint is loaded with weights_only=True (see projects/sparsevit_bevdet/utils/safe_checkpoint.py) and
+must fit the model exactly (names and shapes; projects/sparsevit_bevdet/utils/checkpoint_fit.py): a checkpoint
+of another model is refused before anything is evaluated unless --allow-partial-load is given. The metrics are
+logged by the runner and printed as one JSON line at the end.
 """
 import argparse
 import json
@@ -23,6 +25,7 @@ from mmengine.config import Config  # noqa: E402
 # Importing the plugin installs safe (weights_only) checkpoint loading before the checkpoint is
 # read, also for configs that do not list it in custom_imports.
 import projects.sparsevit_bevdet  # noqa: E402,F401
+from projects.sparsevit_bevdet.utils.checkpoint_fit import add_checkpoint_fit_hook  # noqa: E402
 from projects.sparsevit_bevdet.utils.distributed import setup_distributed  # noqa: E402
 from projects.sparsevit_bevdet.utils.entrypoint import (  # noqa: E402
     VIS_TASKS,
@@ -51,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--pruning-ratios', metavar='JSON_OR_VALUE',
                         help="SparseViT pruning ratios: tools/search.py's best.json (or any JSON file with them) or a "
                         'literal such as 0.6; needed by the *-searched configs')
+    parser.add_argument('--allow-partial-load', action='store_true',
+                        help='evaluate even if the checkpoint does not fit the model (missing, unexpected or '
+                        'other-shaped weights keep their initialisation); refused without it')
     add_common_args(parser)
     args = parser.parse_args(argv)
     check_file(parser, args.config, 'config file')
@@ -97,6 +103,7 @@ def main(argv=None) -> dict:
     set_local_rank(args.local_rank)
     cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir, args.ceph)
     cfg.load_from = args.checkpoint
+    add_checkpoint_fit_hook(cfg, args.checkpoint, args.allow_partial_load)
     if args.show or args.show_dir:
         trigger_visualization_hook(cfg, args)
     if args.tta:

@@ -37,6 +37,7 @@ from projects.sparsevit_bevdet.utils.entrypoint import (  # noqa: E402
     set_local_rank,
     set_resume,
 )
+from projects.sparsevit_bevdet.utils.run_checkpoints import use_atomic_checkpoints  # noqa: E402
 from projects.sparsevit_bevdet.utils.searched_ratios import apply_pruning_ratios  # noqa: E402
 
 
@@ -75,6 +76,8 @@ def main(argv=None) -> None:
         enable_auto_scale_lr(cfg)
     set_resume(cfg, args.resume)
     apply_pruning_ratios(cfg, args.pruning_ratios)
+    # checkpoints appear whole or not at all: a run killed while writing one leaves no truncated iter_N.pth
+    use_atomic_checkpoints(cfg)
     init_scope(cfg)
     # CPU-only multi-process runs: gloo and our own process group (mmengine's init_dist needs CUDA)
     setup_distributed(cfg)

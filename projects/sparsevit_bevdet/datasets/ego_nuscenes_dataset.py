@@ -1,8 +1,15 @@
-"""``NuScenesDataset`` whose ground-truth boxes are in the ego frame (BEVDet) or the LiDAR frame."""
+"""``NuScenesDataset`` whose ground-truth boxes are in the ego frame (BEVDet) or the LiDAR frame, and whose
+loading errors caused by a sample's files name the file."""
 from __future__ import annotations
+
+import os.path as osp
+from pathlib import Path
+from typing import Any, Optional
 
 from mmdet3d.datasets import NuScenesDataset
 from mmdet3d.registry import DATASETS
+
+from .nuscenes_converter import LIDAR_POINT_DIMS, check_lidar_file
 
 __all__ = ['EgoFrameNuScenesDataset']
 
@@ -36,3 +43,40 @@ class EgoFrameNuScenesDataset(NuScenesDataset):
             info['instances'] = [dict(inst, bbox_3d=inst['bbox_3d_ego'], velocity=inst['velocity_ego'])
                                  for inst in info['instances']]
         return super().parse_ann_info(info)
+
+    def prepare_data(self, index: int) -> Any:
+        """The parent's, but a failure caused by a sample's files (an image that does not decode, a LiDAR file
+        that is not a whole number of points) is reported naming the file, the sample and what was expected."""
+        try:
+            return super().prepare_data(index)
+        except Exception as err:
+            problem = self.file_problem(index)
+            if problem is None:
+                raise
+            raise ValueError(problem) from err
+
+    def file_problem(self, index: int) -> Optional[str]:
+        """What is wrong with the image and point files of sample ``index`` (None: nothing found)."""
+        import mmcv
+        from mmengine.fileio import get
+
+        info = self.get_data_info(index)
+        where = f'sample {info.get("token")} (index {index} of {self.ann_file})'
+        for cam, image in (info.get('images') or {}).items():
+            path = image.get('img_path')
+            if not path:
+                continue
+            try:
+                decoded = mmcv.imfrombytes(get(path, backend_args=self.backend_args), backend='cv2')
+            except Exception as err:  # any reader error is the answer here
+                return f'camera image {path} ({cam}, {where}) cannot be read: {type(err).__name__}: {err}'
+            if decoded is None:
+                return (f'camera image {path} ({cam}, {where}) cannot be decoded: expected a JPEG or PNG image '
+                        f'(the file is corrupt or not an image)')
+        lidar = info.get('lidar_points') or {}
+        if lidar.get('lidar_path') and osp.isfile(lidar['lidar_path']):
+            try:
+                check_lidar_file(Path(lidar['lidar_path']), where, int(lidar.get('num_pts_feats', LIDAR_POINT_DIMS)))
+            except ValueError as err:
+                return str(err)
+        return None

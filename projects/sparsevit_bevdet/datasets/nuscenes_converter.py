@@ -35,26 +35,33 @@ Extra fields for BEVDet (ego-frame detection) and tracking:
 * ``scene_token``, ``scene_name``, ``prev``, ``next`` (sample tokens, '' at scene ends).
 
 Errors name what is wrong: a missing root, version folder or table (``FileNotFoundError``), corrupt JSON
-(``ValueError`` with file, line and column), a record pointing at a token no table holds (``ValueError``
+(``ValueError`` with file, line and column), a record lacking a field the devkit or the converter reads, or
+holding a value of the wrong form there (``ValueError`` with table, record, field, value and what was
+expected: :data:`REQUIRED_FIELDS`), a record pointing at a token no table holds (``ValueError``
 with table, record token and field), a missing image or point file (``FileNotFoundError`` with the path,
-channel, sample_data and sample tokens).
+channel, sample_data and sample tokens), a camera image whose header cannot be read or whose size differs
+from its sample_data record, a LiDAR file whose size is not a whole number of points
+(``ValueError``). Every split is converted before any pkl is written; then all are replaced together
+(:func:`~..utils.atomic_io.atomic_replace_many`), so a failure leaves the previous pkls untouched.
 """
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..synthetic.nuscenes import CAMERA_NAMES, DETECTION_CLASSES, TABLE_NAMES
-from ..utils.atomic_io import atomic_write_pickle
+from ..utils.atomic_io import atomic_replace_many
 from .geometry import pose_matrix, quat_to_matrix, yaw_of_matrix
 
 if TYPE_CHECKING:
     from nuscenes import NuScenes
 
-__all__ = ['ATTRIBUTE_NAMES', 'SPLITS_BY_VERSION', 'check_table_references', 'create_nuscenes_infos',
+__all__ = ['ATTRIBUTE_NAMES', 'LIDAR_POINT_DIMS', 'REQUIRED_FIELDS', 'SPLITS_BY_VERSION', 'check_camera_image',
+           'check_lidar_file', 'check_required_fields', 'check_table_references', 'create_nuscenes_infos',
            'load_nuscenes']
 
 VERSIONS = ('v1.0-trainval', 'v1.0-mini', 'v1.0-test')
@@ -67,6 +74,41 @@ SPLITS_BY_VERSION: Dict[str, Dict[str, str]] = {
 # mmdet3d's attribute order (NuScenesDataset.AttrMapping in mmdet3d 0.x; FCOS3D's attr_labels).
 ATTRIBUTE_NAMES = ('cycle.with_rider', 'cycle.without_rider', 'pedestrian.moving', 'pedestrian.standing',
                    'pedestrian.sitting_lying_down', 'vehicle.moving', 'vehicle.parked', 'vehicle.stopped')
+
+# nuScenes LIDAR_TOP .pcd.bin: float32 x, y, z, intensity, ring index per point
+LIDAR_POINT_DIMS = 5
+# Fields of each table that the devkit or this converter read (foreign keys are in _REFERENCES) and the form of
+# their values: 'str', 'int', 'number', 'vec3' / 'vec4' (lists of numbers), 'list'.
+REQUIRED_FIELDS: Dict[str, Dict[str, str]] = {
+    'category': {'name': 'str'},
+    'attribute': {'name': 'str'},
+    'visibility': {'level': 'str'},
+    'sensor': {'channel': 'str', 'modality': 'str'},
+    'calibrated_sensor': {'translation': 'vec3', 'rotation': 'vec4', 'camera_intrinsic': 'list'},
+    'ego_pose': {'translation': 'vec3', 'rotation': 'vec4', 'timestamp': 'int'},
+    'log': {'logfile': 'str', 'location': 'str'},
+    'scene': {'name': 'str', 'nbr_samples': 'int'},
+    'sample': {'timestamp': 'int'},
+    'sample_data': {'timestamp': 'int', 'filename': 'str', 'is_key_frame': 'bool', 'height': 'int', 'width': 'int'},
+    'sample_annotation': {'translation': 'vec3', 'size': 'vec3', 'rotation': 'vec4', 'num_lidar_pts': 'int',
+                          'num_radar_pts': 'int'},
+    'instance': {'nbr_annotations': 'int'},
+    'map': {'filename': 'str'},
+}
+_FORMS = {
+    'str': ('a string', lambda v: isinstance(v, str)),
+    'int': ('an integer', lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    'bool': ('true or false', lambda v: isinstance(v, bool)),
+    'list': ('a list', lambda v: isinstance(v, list)),
+    'vec3': ('a list of 3 numbers', lambda v: _is_vector(v, 3)),
+    'vec4': ('a list of 4 numbers', lambda v: _is_vector(v, 4)),
+}
+
+
+def _is_vector(value: Any, size: int) -> bool:
+    return (isinstance(value, list) and len(value) == size
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in value))
+
 
 # Foreign keys the devkit and this converter follow: table -> [(field, target table, is_list)].
 _REFERENCES: Dict[str, List[Tuple[str, str, bool]]] = {
@@ -136,6 +178,27 @@ def check_table_references(tables: Dict[str, Any], table_dir: Path) -> None:
             raise ValueError(f'{table_dir / "map.json"}: record {rec["token"]} has no field "filename"')
 
 
+def check_required_fields(tables: Dict[str, Any], table_dir: Path) -> None:
+    """Raise ``ValueError`` naming the table, record, field and value of the first record that lacks a field of
+    :data:`REQUIRED_FIELDS` or holds a value of another form there."""
+    for name, fields in REQUIRED_FIELDS.items():
+        records = tables[name]
+        path = table_dir / f'{name}.json'
+        if not isinstance(records, list):
+            raise ValueError(f'{path}: expected a JSON list of records, got {type(records).__name__}')
+        for i, rec in enumerate(records):
+            if not isinstance(rec, dict):
+                raise ValueError(f'{path}: record #{i} is {json.dumps(rec)[:60]}, expected a JSON object')
+            label = f'record {rec["token"]}' if 'token' in rec else f'record #{i}'
+            for field, form in fields.items():
+                expected, fits = _FORMS[form]
+                if field not in rec:
+                    raise ValueError(f'{path}: {label} has no field "{field}" (expected {expected})')
+                if not fits(rec[field]):
+                    raise ValueError(f'{path}: {label} field "{field}" is {json.dumps(rec[field])[:60]}, expected '
+                                     f'{expected}')
+
+
 def load_nuscenes(dataroot: str | Path, version: str, verbose: bool = False) -> NuScenes:
     """Load a nuScenes database with the devkit, turning its assertions and KeyErrors into errors that
     name the file, table, record and field at fault."""
@@ -171,7 +234,10 @@ def load_nuscenes(dataroot: str | Path, version: str, verbose: bool = False) -> 
         # Re-read the tables to say which one is at fault; the devkit's own message names none.
         tables = {name: _read_json_table(table_dir / f'{name}.json') for name in TABLE_NAMES}
         check_table_references(tables, table_dir)
+        check_required_fields(tables, table_dir)
         raise ValueError(f'the nuScenes devkit failed to load {table_dir}: {type(err).__name__}: {err}') from err
+    # the devkit reads only what it indexes: the fields used later are checked here, before any conversion
+    check_required_fields({name: getattr(nusc, name) for name in REQUIRED_FIELDS}, table_dir)
     return nusc
 
 
@@ -243,10 +309,16 @@ def sample_info(nusc: NuScenes, sample: dict, sample_idx: int, classes: Sequence
             raise ValueError(f'{where} has no key-frame {channel} record in '
                              f'{Path(nusc.table_root) / "sample_data.json"}')
         sd = _get(nusc, 'sample_data', sample['data'][channel], f'{where} channel {channel}')
-        if check_files and not (root / sd['filename']).is_file():
-            kind = 'point cloud' if channel.startswith('LIDAR') else 'camera image'
-            raise FileNotFoundError(f'{kind} {root / sd["filename"]} not found (sample_data {sd["token"]}, '
-                                    f'channel {channel}, {where})')
+        if check_files:
+            path = root / sd['filename']
+            context = f'sample_data {sd["token"]}, channel {channel}, {where}'
+            if not path.is_file():
+                kind = 'point cloud' if channel.startswith('LIDAR') else 'camera image'
+                raise FileNotFoundError(f'{kind} {path} not found ({context})')
+            if channel.startswith('LIDAR'):
+                check_lidar_file(path, context)
+            else:
+                check_camera_image(path, (int(sd['height']), int(sd['width'])), context)
         return sd
 
     def pose(sd: dict) -> Tuple[np.ndarray, np.ndarray]:
@@ -302,6 +374,42 @@ def sample_info(nusc: NuScenes, sample: dict, sample_idx: int, classes: Sequence
     }
 
 
+def check_lidar_file(path: Path, context: str = '', dims: int = LIDAR_POINT_DIMS) -> None:
+    """Raise ``ValueError`` if the size of a ``.pcd.bin`` is not a positive whole number of float32 points."""
+    size = path.stat().st_size
+    point = 4 * dims
+    if size == 0 or size % point:
+        raise ValueError(f'LiDAR point file {path} has {size} bytes, which is not a whole, non-zero number of points '
+                         f'of {dims} float32 values ({point} bytes each){f" ({context})" if context else ""}; the file '
+                         'is truncated or not a nuScenes .pcd.bin')
+
+
+def check_camera_image(path: Path, hw: Optional[Tuple[int, int]] = None, context: str = '') -> None:
+    """Raise ``ValueError`` if an image's header cannot be read, or its size is not ``hw`` (height, width).
+
+    Only the header is read (decoding every image of a real split would take hours); an image cut short after
+    its header is caught where it is decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    where = f' ({context})' if context else ''
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f'camera image {path} cannot be read as an image{where}: {err}') from err
+    if path.suffix.lower() in ('.jpg', '.jpeg'):
+        # the end-of-image marker: a JPEG cut short after its header decodes to a partly grey image, silently
+        with open(path, 'rb') as f:
+            f.seek(max(0, path.stat().st_size - 64))
+            tail = f.read().rstrip(b'\x00')
+        if not tail.endswith(b'\xff\xd9'):
+            raise ValueError(f'camera image {path} is a JPEG without its end-of-image marker{where}: the file is '
+                             'truncated (convert with --no-check-files to skip the image checks)')
+    if hw is not None and (height, width) != tuple(hw):
+        raise ValueError(f'camera image {path} is {height}x{width} (height x width), but its sample_data record says '
+                         f'{hw[0]}x{hw[1]}{where}')
+
+
 def _scene_samples(nusc: NuScenes, scene: dict) -> Iterable[dict]:
     """The samples of a scene in time order, following the next links."""
     token = scene['first_sample_token']
@@ -334,6 +442,8 @@ def create_nuscenes_infos(root_path: str | Path, version: str, out_dir: str | Pa
         check_files: verify that every referenced image and point file exists.
         progress: show a progress bar.
         nusc: an already loaded database (otherwise loaded from ``root_path``).
+        partial: convert the scenes of each split that the database holds (a partial database, e.g. the
+            synthetic ``v1.0-trainval``); by default every scene of the split must be there.
     """
     from nuscenes.utils.splits import create_splits_scenes
 
@@ -345,6 +455,8 @@ def create_nuscenes_infos(root_path: str | Path, version: str, out_dir: str | Pa
     written = {}
     for split, out_name in SPLITS_BY_VERSION[version].items():
         missing = [n for n in splits[split] if n not in scenes_by_name]
+        if partial and len(missing) < len(splits[split]):
+            missing = []
         if missing:
             raise ValueError(f'{Path(nusc.table_root) / "scene.json"} lacks {len(missing)} scene(s) of the devkit '
                              f'split {split!r}: {", ".join(missing[:5])}{" ..." if len(missing) > 5 else ""}')
@@ -371,16 +483,16 @@ def create_nuscenes_infos(root_path: str | Path, version: str, out_dir: str | Pa
             'split': out_name,
             'scene_split': split,
         }
-        path = out_dir / f'{extra_tag}_infos_{out_name}.pkl'
-        atomic_write_pickle(path, {'metainfo': metainfo, 'data_list': data_list})
-        written[out_name] = path
-    return written
+        infos = {'metainfo': metainfo, 'data_list': data_list}
+        written[out_name] = (out_dir / f'{extra_tag}_infos_{out_name}.pkl', infos)
+    # every split converted: only now replace the files, all together (a failure above left the old ones)
+    atomic_replace_many({path: pickle.dumps(infos, protocol=pickle.HIGHEST_PROTOCOL)
+                         for path, infos in written.values()})
+    return {name: path for name, (path, _) in written.items()}
 
 
 def summarize_infos(path: str | Path) -> str:
     """A readable per-class table of one info pkl (instances with points / all)."""
-    import pickle
-
     with open(path, 'rb') as f:
         infos = pickle.load(f)
     classes = infos['metainfo']['classes']
@@ -395,7 +507,3 @@ def summarize_infos(path: str | Path) -> str:
              f'  {"class":<22}{"valid":>8}{"all":>8}']
     lines += [f'  {c:<22}{valid[i]:>8}{total[i]:>8}' for i, c in enumerate(classes)]
     return '\n'.join(lines)
-        partial: convert the scenes of each split that the database holds (a partial database, e.g. the
-            synthetic ``v1.0-trainval``); by default every scene of the split must be there.
-        if partial and len(missing) < len(splits[split]):
-            missing = []

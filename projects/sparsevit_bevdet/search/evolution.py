@@ -35,7 +35,7 @@ import numpy as np
 
 from ..backbones.sparsevit import StageSearchSpace, expand_group_ratios
 from ..utils.atomic_io import atomic_write_json
-from .state import GroupRatios, canonical, check_fingerprint, read_state
+from .state import EVALUATION_FIELDS, RATIOS, GroupRatios, canonical, check_fingerprint, fingerprint_diffs, read_state
 
 DEFAULT_RATIO_CHOICES = tuple(round(0.1 * i, 1) for i in range(9))
 Log = Callable[[str], None]
@@ -139,6 +139,9 @@ class _BudgetedSearch:
     def _extra_state(self) -> dict:
         return {}
 
+    # the fields of _extra_state, as read_state checks them
+    _EXTRA_FIELDS: dict = {}
+
     def _save(self) -> None:
         if self.state_file is None:
             return
@@ -152,10 +155,18 @@ class _BudgetedSearch:
         """Restore the shared state from the file (None if there is none); returns the whole state."""
         if self.state_file is None:
             return None
-        state = read_state(self.state_file)
+        state = read_state(self.state_file, dict(
+            fingerprint=dict, generation=int, evaluations=[EVALUATION_FIELDS],
+            latencies=[dict(ratios=RATIOS, latency=float)], rng=dict, **self._EXTRA_FIELDS))
         if state is None:
             return None
-        check_fingerprint(self.state_file, state.get('fingerprint'), self.fingerprint)
+        diffs = fingerprint_diffs(state['fingerprint'], self.fingerprint)
+        if diffs and not state['evaluations']:
+            # nothing would be lost (e.g. a run that stopped at its first evaluation on a wrong --metric)
+            self.log(f'{self.state_file} was written by a different search ({"; ".join(diffs)}) but holds no '
+                     'evaluation: starting afresh')
+            return None
+        check_fingerprint(self.state_file, state['fingerprint'], self.fingerprint)
         self.generation = state['generation']
         for e in state['evaluations']:
             ratios = canonical(e['ratios'])
@@ -238,6 +249,8 @@ class EvolutionarySearch(_BudgetedSearch):
     def _extra_state(self) -> dict:
         return dict(population=[[list(s) for s in c] for c in self.population])
 
+    _EXTRA_FIELDS = dict(population=[RATIOS])
+
     def _score_population(self, where: str) -> list[Evaluation]:
         return self._score_many(self.population, where)
 
@@ -302,6 +315,8 @@ class RandomSearch(_BudgetedSearch):
 
     def _extra_state(self) -> dict:
         return dict(candidates=[[list(s) for s in c] for c in self.candidates])
+
+    _EXTRA_FIELDS = dict(candidates=[RATIOS])
 
     def run(self, log: Log = print) -> SearchResult:
         """Run (or resume) the random search; returns the best candidate."""

@@ -120,6 +120,7 @@ __all__ = [
     'TRUSTED_GLOBALS_ENV',
     'CheckpointSecurityError',
     'CorruptCheckpointError',
+    'checkpoint_is_complete',
     'install_safe_checkpoint_loading',
     'safe_torch_load',
     'trust_checkpoint_globals',
@@ -381,6 +382,12 @@ def _is_corrupt(f: Union[str, os.PathLike, io.IOBase]) -> bool:
             return _stream_is_corrupt(stream)
     except OSError:
         return False
+
+
+def checkpoint_is_complete(path: Union[str, os.PathLike]) -> bool:
+    """Whether ``path`` is an existing, structurally complete torch checkpoint (judged without unpickling:
+    a file cut short by a killed writer is not)."""
+    return osp.isfile(path) and osp.getsize(path) > 0 and not _is_corrupt(path)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ The "searched" configs are templates: their ``model.img_backbone.pruning_ratios`
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,24 +21,58 @@ __all__ = ['SEARCHED_PLACEHOLDER', 'apply_pruning_ratios', 'config_pruning_ratio
 SEARCHED_PLACEHOLDER = 'searched'
 
 
+def _ratio_form_problem(data: Any) -> Optional[str]:
+    """Why ``data`` is not SparseViT's ratio format (a number, or one list of numbers per stage); None if it is."""
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    if number(data):
+        return None
+    if not isinstance(data, list) or not data:
+        return f'{json.dumps(data)[:80]} is neither a number nor a non-empty list of stages'
+    for i, stage in enumerate(data):
+        if not isinstance(stage, list) or not stage or not all(number(r) for r in stage):
+            return (f'stage {i} is {json.dumps(stage)[:80]}; every stage must be a non-empty list of numbers '
+                    f'(one ratio per block)')
+    return None
+
+
 def read_pruning_ratios(spec: str) -> Any:
     """Ratios from a JSON file (a list, a number, or an object with ``pruning_ratios`` such as best.json) or from
-    a literal (``0.6``, ``[[0.3, 0.3], [0.0, 0.0], [...], [...]]``). Values are validated when SparseViT is built."""
+    a literal (``0.6``, ``[[0.3, 0.3], [0.0, 0.0], [...], [...]]``). The form is checked here (errors name the file
+    and value); the values' ranges when SparseViT is built.
+
+    Raises:
+        FileNotFoundError: ``spec`` names a .json file that does not exist.
+        ValueError: the file is not JSON (truncated, corrupt) or does not hold ratios in that form.
+    """
     path = Path(spec)
     if path.suffix == '.json' or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f'--pruning-ratios: no file {spec}')
-        data = json.loads(path.read_text())
+        where = f'--pruning-ratios {spec}'
+        try:
+            data = json.loads(path.read_text(encoding='utf-8'))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f'{where}: not valid JSON ({err}); expected tools/search.py\'s best.json, a number or '
+                             f'one list of ratios per stage (truncated file?)') from err
         if isinstance(data, dict):
             if 'pruning_ratios' not in data:
-                raise KeyError(f"--pruning-ratios {spec}: no 'pruning_ratios' key (keys: {sorted(data)}); "
-                               f"tools/search.py's best.json has one")
+                raise ValueError(f"{where}: no 'pruning_ratios' key (keys: {sorted(data)}); "
+                                 f"tools/search.py's best.json has one")
             data = data['pruning_ratios']
-        return data
-    try:
-        return json.loads(spec)
-    except json.JSONDecodeError as err:
-        raise ValueError(f'--pruning-ratios {spec!r} is neither a file nor a JSON number / list: {err}') from err
+            where += " field 'pruning_ratios'"
+    else:
+        where = f'--pruning-ratios {spec!r}'
+        try:
+            data = json.loads(spec)
+        except json.JSONDecodeError as err:
+            raise ValueError(f'{where} is neither a file nor a JSON number / list: {err}') from err
+    problem = _ratio_form_problem(data)
+    if problem is not None:
+        raise ValueError(f'{where}: {problem}. Expected a ratio such as 0.6 or one list per stage, e.g. '
+                         '[[0.3, 0.3], [0.0, 0.0], [0.1, 0.1, 0.2, 0.2, 0.2, 0.2], [0.0, 0.0]]')
+    return data
 
 
 def apply_pruning_ratios(cfg: Config, spec: Optional[str]) -> None:

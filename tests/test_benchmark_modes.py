@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from projects.sparsevit_bevdet.backbones import sparsevit as sv
 from projects.sparsevit_bevdet.utils.tool_loader import load_tool
 
 
@@ -15,7 +14,7 @@ from projects.sparsevit_bevdet.utils.tool_loader import load_tool
 def payload(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp('bench') / 'bench.json'
     load_tool('benchmark_latency').main([
-        '--shape', '1', '3', '64', '96', '--ratios', '0', '0.5', '--modes', 'eager', 'static', '--no-mmdet',
+        '--shape', '1', '3', '64', '96', '--ratios', '0', '0.5', '--modes', 'eager', 'compiled', '--no-mmdet',
         '--repeats', '2', '--warmup', '1', '--threads', str(torch.get_num_threads()), '--markdown',
         '--json', str(out)])
     return json.loads(out.read_text())
@@ -23,20 +22,21 @@ def payload(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_rows_per_mode_and_ratio(payload):
     rows = {r['variant']: r for r in payload['rows']}
-    assert set(rows) == {'SparseViT r=0.00', 'SparseViT r=0.50', 'SparseViT r=0.00 static', 'SparseViT r=0.50 static'}
-    assert {r['mode'] for r in rows.values()} == {'eager', 'static'}
+    assert set(rows) == {'SparseViT r=0.00', 'SparseViT r=0.50', 'SparseViT r=0.00 compiled',
+                         'SparseViT r=0.50 compiled'}
+    assert {r['mode'] for r in rows.values()} == {'eager', 'compiled'}
     assert all(r['runs'] == 2 and r['median_ms'] > 0 and r['vs_mmdet'] is None for r in rows.values())
 
 
 def test_ratios_against_own_dense_and_eager(payload):
     rows = {r['variant']: r for r in payload['rows']}
-    for suffix in ('', ' static'):
+    for suffix in ('', ' compiled'):
         dense, sparse = rows[f'SparseViT r=0.00{suffix}'], rows[f'SparseViT r=0.50{suffix}']
         assert dense['vs_sparsevit_r0'] == 1.0
         assert sparse['vs_sparsevit_r0'] == pytest.approx(sparse['median_ms'] / dense['median_ms'])
-    static, eager = rows['SparseViT r=0.50 static'], rows['SparseViT r=0.50']
+    compiled, eager = rows['SparseViT r=0.50 compiled'], rows['SparseViT r=0.50']
     assert eager['vs_eager'] == 1.0
-    assert static['vs_eager'] == pytest.approx(static['median_ms'] / eager['median_ms'])
+    assert compiled['vs_eager'] == pytest.approx(compiled['median_ms'] / eager['median_ms'])
 
 
 def test_config_ratios_timed_as_a_variant(tmp_path):
@@ -66,13 +66,8 @@ def test_bad_arguments_are_named(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize('mode, static', [('dynamic', False), ('static', True)])
-def test_path_modes_pin_the_path(mode, static, monkeypatch, tmp_path):
-    """``dynamic`` / ``static`` run that path whatever the default would pick (CUDA defaults to static)."""
-    calls = []
-    original = sv.SparseSwinBlock._forward_static
-    monkeypatch.setattr(sv.SparseSwinBlock, '_forward_static', lambda self, *a: calls.append(1) or original(self, *a))
-    load_tool('benchmark_latency').main([
-        '--shape', '1', '3', '64', '96', '--ratios', '0', '0.5', '--modes', mode, '--no-mmdet', '--repeats', '1',
-        '--warmup', '0', '--threads', str(torch.get_num_threads()), '--json', str(tmp_path / 'bench.json')])
-    assert bool(calls) == static
+@pytest.mark.parametrize('mode', ['graph', 'reduce-overhead'])
+def test_cuda_only_modes_are_refused_on_the_cpu(mode, capsys):
+    with pytest.raises(SystemExit):
+        load_tool('benchmark_latency').parse_args(['--device', 'cpu', '--modes', mode])
+    assert 'run on CUDA only' in capsys.readouterr().err

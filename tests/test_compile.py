@@ -1,5 +1,5 @@
-"""torch.compile of SparseViT at fixed pruning ratios (issue 10): one graph without graph breaks (the static-shape
-path is taken automatically while dynamo traces), and the compiled encoder gives the eager outputs.
+"""torch.compile of SparseViT at fixed pruning ratios (issue 10): one graph without graph breaks (the forward has
+static shapes and no host synchronisation), and the compiled encoder gives the eager outputs.
 
 The default run captures with dynamo only (backend ``eager``: ``fullgraph=True`` still fails on any graph
 break, in seconds); the ``inductor`` check generates and builds C++ kernels, which takes minutes on a CPU, so it
@@ -39,7 +39,7 @@ def check_compiled_matches_eager(model: SparseViT, images: torch.Tensor, backend
     for ratio in ratios:
         model.set_pruning_ratios(ratio)
         with torch.no_grad():
-            got, expected = compiled(images), model(images)  # eager: the dynamic path
+            got, expected = compiled(images), model(images)
         assert len(got) == len(expected)
         for g, e in zip(got, expected):
             assert g.shape == e.shape and (g - e).abs().max() <= tolerance, ratio

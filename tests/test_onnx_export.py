@@ -117,13 +117,9 @@ def test_ranking_stays_data_dependent_in_the_graph(model, tool, cli, monkeypatch
     assert onnx_error(cli.model, model, images_b) <= TOLERANCE
     # a graph with A's windows baked in would give this on B: far from what onnxruntime gives
     replay = iter(kept_a)
-    monkeypatch.setattr(sv, 'top_windows', lambda positions, k: next(replay))
-    model.static_shapes = True
-    try:
-        with torch.no_grad():
-            baked_b = model(images_b)
-    finally:
-        model.static_shapes = None
+    monkeypatch.setattr(sv, 'top_windows', lambda scores, k: next(replay))
+    with torch.no_grad():
+        baked_b = model(images_b)
     assert max((b - e).abs().max() for b, e in zip(baked_b, expected_b)) > 100 * TOLERANCE
 
 
@@ -182,15 +178,6 @@ def test_cli_usage_errors(tool, files, tmp_path, capsys):
     with pytest.raises(SystemExit):
         tool.main([str(files.config), '--shape', '2', '3', '0', '96', '--out', str(tmp_path / 'x.onnx')])
     assert '--shape values must be positive' in capsys.readouterr().err
-
-
-def test_dynamic_path_is_refused_for_export(model):
-    model.static_shapes = False
-    try:
-        with pytest.raises(ValueError, match='static_shapes=False'):
-            export_onnx(model, torch.randn(SHAPE))
-    finally:
-        model.static_shapes = None
 
 
 def test_checkpoint_is_loaded_weights_only(tool, files, tmp_path):

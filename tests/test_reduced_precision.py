@@ -1,6 +1,5 @@
 """Reduced precision (issue 10): windows are ranked in float32 under autocast, so bf16 (CPU) and fp16 (CUDA)
-keep the windows float32 keeps, and the pruned encoder's error against float32 is at most twice the dense one's.
-Both pruned paths (dynamic and static) are checked."""
+keep the windows float32 keeps, and the pruned encoder's error against float32 is at most twice the dense one's."""
 from __future__ import annotations
 
 import copy
@@ -18,7 +17,6 @@ DEVICES = [
     pytest.param('cuda', torch.float16, id='cuda-fp16',
                  marks=pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')),
 ]
-PATHS = pytest.mark.parametrize('static', [False, True], ids=['dynamic', 'static'])
 
 
 @pytest.fixture(scope='module')
@@ -27,10 +25,8 @@ def cpu_model() -> SparseViT:
 
 
 @pytest.fixture
-def model(cpu_model: SparseViT, device: str, static: bool) -> SparseViT:
-    model = copy.deepcopy(cpu_model).to(device)
-    model.static_shapes = static
-    return model
+def model(cpu_model: SparseViT, device: str) -> SparseViT:
+    return copy.deepcopy(cpu_model).to(device)
 
 
 @pytest.fixture
@@ -50,7 +46,6 @@ def relative_error(outputs: list, references: list) -> float:
     return max(((o - r).norm() / r.norm()).item() for o, r in zip(outputs, references))
 
 
-@PATHS
 @pytest.mark.parametrize('device, dtype', DEVICES)
 def test_autocast_keeps_the_float32_windows(model, images, dtype):
     model.set_pruning_ratios(RATIO)
@@ -60,17 +55,21 @@ def test_autocast_keeps_the_float32_windows(model, images, dtype):
     for (shift, a), (_, b) in zip(kept_fp32, kept_low):
         assert (a is None and b is None) or torch.equal(a, b), shift
     if dtype == torch.bfloat16:
-        # control: on this input, ranking bf16-rounded scores would change stage 0's kept windows
+        # control: on this input, bf16-rounded scores do not separate stage 0's kept windows from the others
+        # (a tie or a swap at the boundary), so ranking in bf16 could keep other windows
         stage = model.stages[0]
         with torch.no_grad():
             x = model.patch_embed(images)
         b, h, w, c = x.shape
         scores = stage.geometry(h, w, 0, x.device).window_importance(sv.token_importance(x.reshape(-1, c), b))
-        kept = sv.keep_indices(sv.rank_windows(scores), RATIO)
-        assert not torch.equal(sv.keep_indices(sv.rank_windows(scores.to(dtype).float()), RATIO), kept)
+        k = sv.num_kept_windows(scores.shape[1], RATIO)
+        kept = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, sv.top_windows(scores, k), True)
+        rounded = scores.to(dtype).float()
+        lowest_kept = rounded.masked_fill(~kept, float('inf')).min(dim=1).values
+        highest_pruned = rounded.masked_fill(kept, float('-inf')).max(dim=1).values
+        assert (lowest_kept <= highest_pruned).any()
 
 
-@PATHS
 @pytest.mark.parametrize('device, dtype', DEVICES)
 def test_pruned_error_is_within_twice_the_dense_error(model, images, dtype):
     errors, references = {}, {}

@@ -14,7 +14,8 @@ from projects.sparsevit_bevdet.backbones import (
     convert_timm_swin,
     expand_group_ratios,
 )
-from projects.sparsevit_bevdet.backbones.sparsevit import WindowGeometry, keep_indices
+from projects.sparsevit_bevdet.backbones.sparsevit import WindowGeometry, num_kept_windows, top_windows
+from projects.sparsevit_bevdet.testing.sparsevit import run_block
 
 SMALL = dict(embed_dims=24, depths=(2, 2, 4, 2), num_heads=(1, 2, 3, 4), window_size=7,
              drop_path_rate=0.0)
@@ -161,15 +162,15 @@ def test_pruned_windows_pass_through_bit_identical(mmdet_swin, shift):
     block = model.stages[0].blocks[1 if shift else 0]
     b, h, w, c = 2, 20, 30, SMALL['embed_dims']
     x = torch.randn(b * h * w, c)
-    geometry = WindowGeometry(h, w, 7, shift, x.device)
-    kept = torch.tensor([0, 2, 5, geometry.num_windows + 1, geometry.num_windows + 3])
+    geometry = model.stages[0].geometry(h, w, shift, x.device)
+    kept = torch.tensor([[0, 2, 5], [1, 3, 14]])
     with torch.no_grad():
-        y = block(x.clone(), geometry, b, kept)
+        y = run_block(block, x.clone(), geometry, kept, b)
     computed = torch.zeros(b * h * w, dtype=torch.bool)
-    for gid in kept.tolist():
-        rows = geometry.token_index[gid % geometry.num_windows]
-        rows = rows[rows >= 0] + (gid // geometry.num_windows) * h * w
-        computed[rows] = True
+    for image, windows in enumerate(kept.tolist()):
+        for window in windows:
+            rows = geometry.token_index[window]
+            computed[rows[rows >= 0] + image * h * w] = True
     assert torch.equal(y[~computed], x[~computed])
     assert not torch.allclose(y[computed], x[computed])
 
@@ -202,7 +203,7 @@ def test_gradients_flow_with_pruning(mmdet_swin, with_cp):
 
 def test_every_block_computes_a_window_at_high_ratio(mmdet_swin):
     # at 64 x 64 the stages have 9, 4, 1 and 1 windows: int(nW * (1 - 0.9)) == 0 in all of them
-    assert keep_indices(torch.arange(9).view(1, 9), 0.9).tolist() == [0]
+    assert num_kept_windows(9, 0.9) == 1
     model = make_sparsevit(mmdet_swin, pruning_ratios=0.9).train()
     sum(o.square().mean() for o in model(torch.randn(1, 3, 64, 64))).backward()
     # DDP without find_unused_parameters needs a gradient for every parameter
@@ -228,11 +229,13 @@ def test_window_ranking_is_float32_under_bfloat16_autocast():
     for i, stage in enumerate(model.stages):
         # a bf16 activation as the forward sees under autocast; the fp32 reference ranks the same values
         flat = torch.randn(b * h * w, model.num_features[i], generator=generator).bfloat16()
-        expected = stage.window_rankings(flat.float(), b, h, w)
+        expected = stage.window_scores(flat.float(), b, h, w)
         with torch.autocast('cpu', dtype=torch.bfloat16):
-            got = stage.window_rankings(flat, b, h, w)
-        for shift, ranking in expected.items():
-            assert torch.equal(keep_indices(got[shift], 0.5), keep_indices(ranking, 0.5)), (i, shift)
+            got = stage.window_scores(flat, b, h, w)
+        for shift, scores in expected.items():
+            assert got[shift].dtype == torch.float32
+            k = num_kept_windows(scores.shape[1], 0.5)
+            assert torch.equal(top_windows(got[shift], k).sort().values, top_windows(scores, k).sort().values)
 
 
 def test_with_cp_gives_same_gradients(mmdet_swin):
@@ -477,10 +480,9 @@ def test_keep_mask_matches_what_the_first_block_computes(mmdet_swin):
         b, h, w, c = x.shape
         stage = model.stages[0]
         before = x.reshape(-1, c).clone()
-        from projects.sparsevit_bevdet.backbones.sparsevit import keep_indices
-
-        ranking = stage.window_rankings(before, b, h, w)[0]
-        after = stage.blocks[0](before.clone(), stage.geometry(h, w, 0, x.device), b, keep_indices(ranking, 0.5))
+        geometry = stage.geometry(h, w, 0, x.device)
+        kept = top_windows(stage.window_scores(before, b, h, w)[0], num_kept_windows(geometry.num_windows, 0.5))
+        after = run_block(stage.blocks[0], before.clone(), geometry, kept, b)
     changed = (after != before).any(-1).view(b, h, w)
     assert torch.equal(changed, mask[:, ::4, ::4])
 

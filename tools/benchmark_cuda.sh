@@ -1,21 +1,37 @@
 #!/usr/bin/env bash
-# The CUDA latency figures of docs/benchmarks.md (issues 10 and 8) in one run: SparseViT vs mmdet's Swin in fp16
-# (autocast), eager on the dynamic and the static path, then compiled (inductor, default mode), at the paper's
-# Mask R-CNN setting (4 x 3 x 672 x 672), BEVDet's input (6 x 3 x 256 x 704) and Mask2Former's (Swin-L, 1024 x 2048).
+# The CUDA latency figures of docs/benchmarks.md (issue 20) in one run, at most about 8 minutes on one GPU:
+# SparseViT vs mmdet's Swin, eager and replayed CUDA graphs (each with synced wall time, back-to-back CUDA-event
+# time and the top kernels of r=0 and r=0.6), in fp32 (as the paper's official latency script) and fp16 autocast,
+# at the paper's Mask R-CNN setting (4 x 3 x 672 x 672, with its r30 / r60 / r70 configurations), BEVDet's input
+# (6 x 3 x 256 x 704) and Mask2Former's (Swin-L window 12, 1 x 3 x 1024 x 2048); then, last and capped,
+# torch.compile(mode='reduce-overhead').
 #
 #   tools/benchmark_cuda.sh [OUT_DIR]          # default work_dirs/bench/cuda; PYTHON=... picks the interpreter
+#   COMPILE_CAP_S=150 tools/benchmark_cuda.sh  # seconds allowed to the compiled table (default 150)
 #
-# Each table is written as OUT_DIR/<name>.json as soon as it is done, so a run cut short keeps what it finished;
-# the compiled tables come last (inductor compiles every ratio in the warm-up rounds: minutes on a cold cache).
+# Needs torch with CUDA and the mm* packages importable (on a machine without a package index, put their Python
+# sources on PYTHONPATH; mmcv's compiled ops are not used by the encoders). Each table is written to
+# OUT_DIR/<name>.json as soon as it is done, with the GPU, driver, torch and CUDA versions in OUT_DIR/env.json,
+# so a run cut short keeps what it finished.
 set -uo pipefail
 OUT=${1:-work_dirs/bench/cuda}
 PY=${PYTHON:-python}
+CAP=${COMPILE_CAP_S:-150}
 mkdir -p "$OUT"
-"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'benchmark_cuda.sh: no CUDA device')" || exit 1
+"$PY" - "$OUT/env.json" <<'PYEOF' || exit 1
+import json, subprocess, sys, torch
+if not torch.cuda.is_available():
+    sys.exit('benchmark_cuda.sh: no CUDA device')
+smi = subprocess.run(['nvidia-smi', '--query-gpu=name,driver_version', '--format=csv,noheader'],
+                     capture_output=True, text=True).stdout.strip()
+env = dict(gpu=torch.cuda.get_device_name(), nvidia_smi=smi, torch=torch.__version__, cuda=torch.version.cuda)
+json.dump(env, open(sys.argv[1], 'w'), indent=2)
+print(env)
+PYEOF
 
 PAPER="configs/coco/mask-rcnn_sparsevit-t-r30_fpn_672_coco.py configs/coco/mask-rcnn_sparsevit-t-r60_fpn_672_coco.py
        configs/coco/mask-rcnn_sparsevit-t-r70_fpn_672_coco.py"
-COMMON=(--device cuda --dtype float16 --warmup 3 --repeats 30 --markdown)
+COMMON=(--device cuda --warmup 3 --repeats 30 --markdown --profile)
 MASK_RCNN=(--shape 4 3 672 672 --out-indices 0 1 2 3)
 BEVDET=(--shape 6 3 256 704)
 status=0
@@ -24,14 +40,16 @@ table() {  # NAME ARGS...: one table, its JSON in OUT_DIR
     echo "=== $name: tools/benchmark_latency.py ${COMMON[*]} $*"
     "$PY" tools/benchmark_latency.py "${COMMON[@]}" "$@" --json "$OUT/$name.json" || status=1
 }
-# shellcheck disable=SC2086  # PAPER is a list of paths
-table mask-rcnn_672_eager "${MASK_RCNN[@]}" --ratios 0 0.6 --configs $PAPER --modes dynamic static
-# shellcheck disable=SC2086
-table bevdet_256x704_eager "${BEVDET[@]}" --ratios 0 0.2 0.4 0.6 0.8 --configs $PAPER --modes dynamic static \
-    --plot "$OUT/bevdet_256x704_eager.png"
-table swin-l_1024x2048_eager --arch large --window-size 12 --shape 1 3 1024 2048 --out-indices 0 1 2 3 \
-    --ratios 0 0.6 --modes dynamic static
-table bevdet_256x704_compiled "${BEVDET[@]}" --ratios 0 0.6 --modes static compiled --no-mmdet
-# shellcheck disable=SC2086
-table mask-rcnn_672_compiled "${MASK_RCNN[@]}" --ratios 0 0.6 --configs $PAPER --modes static compiled --no-mmdet
+for dtype in float32 float16; do
+    # shellcheck disable=SC2086  # PAPER is a list of paths
+    table "mask-rcnn_672_$dtype" "${MASK_RCNN[@]}" --dtype $dtype --ratios 0 0.6 --configs $PAPER --modes eager graph
+    table "bevdet_256x704_$dtype" "${BEVDET[@]}" --dtype $dtype --ratios 0 0.2 0.4 0.6 0.8 --modes eager graph \
+        --plot "$OUT/bevdet_256x704_$dtype.png"
+done
+table swin-l_1024x2048_float16 --arch large --window-size 12 --shape 1 3 1024 2048 --out-indices 0 1 2 3 \
+    --dtype float16 --ratios 0 0.6 --modes eager graph --repeats 15
+# inductor last, capped: compile times are recorded by the cap's outcome in the log
+timeout "$CAP" "$PY" tools/benchmark_latency.py --device cuda --dtype float16 --warmup 2 --repeats 20 "${BEVDET[@]}" \
+    --ratios 0 0.6 --modes graph reduce-overhead --no-mmdet --json "$OUT/bevdet_256x704_reduce-overhead.json" \
+    || { echo "reduce-overhead table stopped (exit $?; cap ${CAP}s)"; status=1; }
 exit $status

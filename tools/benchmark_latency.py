@@ -6,14 +6,17 @@ medians and the spread (25th-75th percentile). Ratios are the point: compare the
 
 ``--modes`` picks how SparseViT runs (each mode at every ratio, all interleaved in one table):
 
-* ``eager``: PyTorch eager on SparseViT's default path (``static_shapes=None``: dynamic on CPU, static on CUDA);
-* ``dynamic``: PyTorch eager on the dynamic path (``static_shapes=False``);
-* ``static``: PyTorch eager on the static-shape path (``static_shapes=True``);
+* ``eager``: PyTorch eager;
+* ``graph``: CUDA only, replayed CUDA graphs (``SparseViT(cuda_graphs=True)``; mmdet's Swin through the same
+  :class:`GraphedModule`, as the row ``mmdet SwinTransformer graph``), captured during the warm-up rounds;
 * ``compiled``: ``torch.compile(fullgraph=True)`` (inductor; compiled during the warm-up rounds);
+* ``reduce-overhead``: CUDA only, ``torch.compile(mode='reduce-overhead', fullgraph=True)`` (inductor + CUDA graphs);
 * ``onnxruntime``: the encoder exported to ONNX at each ratio, run by onnxruntime (CPU, float32).
 
 Each row's ``vs r=0`` is against r=0 of the same mode (the sparse / dense ratio), ``vs eager`` against
-eager at the same ratio.
+eager at the same ratio. On CUDA every row also has ``event_ms``: the mean of ``--repeats`` back-to-back
+calls timed by CUDA events (GPU time, with launch gaps but without per-call host synchronisation), and
+``--profile`` adds the top kernels (name, calls, GPU ms) of one call of r=0 and r=0.6 per mode.
 
 Examples::
 
@@ -48,7 +51,9 @@ import torch  # noqa: E402
 from projects.sparsevit_bevdet.utils.searched_ratios import pruning_settings, ratio_label  # noqa: E402
 
 DENSE = 'mmdet SwinTransformer'
-MODES = ('eager', 'dynamic', 'static', 'compiled', 'onnxruntime')
+MODES = ('eager', 'graph', 'compiled', 'reduce-overhead', 'onnxruntime')
+CUDA_ONLY_MODES = ('graph', 'reduce-overhead')
+DENSE_GRAPH = f'{DENSE} graph'
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--no-mmdet', action='store_true', help="skip mmdet's dense Swin")
     parser.add_argument('--memory', action='store_true',
                         help='also measure peak memory of one forward per variant (CPU: a subprocess each)')
+    parser.add_argument('--profile', action='store_true',
+                        help='CUDA: add the top kernels of one call of r=0 and r=0.6 (torch.profiler) per mode')
     parser.add_argument('--json', type=Path, help='write the table as JSON here')
     parser.add_argument('--plot', type=Path, help='write a PNG of latency vs sparsity here')
     parser.add_argument('--markdown', action='store_true', help='also print the table as Markdown')
@@ -85,8 +92,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.settings = pruning_settings(args.ratios, args.configs)
     except (OSError, ValueError, KeyError) as err:
         parser.error(f'--ratios / --configs: {err}')
-    if 'compiled' in args.modes and args.warmup < 1:
-        parser.error('--modes compiled needs --warmup >= 1 (the first call of each ratio compiles)')
+    if {'compiled', 'reduce-overhead', 'graph'} & set(args.modes) and args.warmup < 1:
+        parser.error('--modes compiled / reduce-overhead / graph need --warmup >= 1 (the first call of each ratio '
+                     'compiles or captures)')
+    if set(CUDA_ONLY_MODES) & set(args.modes) and args.device == 'cpu':
+        parser.error(f'--modes {" / ".join(CUDA_ONLY_MODES)} run on CUDA only')
     if 'onnxruntime' in args.modes and args.device == 'cuda':
         parser.error('--modes onnxruntime runs on the CPU only (the onnxruntime package has no CUDA provider)')
     return args
@@ -117,35 +127,46 @@ def variant_name(label: str, mode: str) -> str:
 
 
 def device_modes(args: argparse.Namespace, device: torch.device) -> list[str]:
-    return [m for m in args.modes if device.type == 'cpu' or m != 'onnxruntime']
+    if device.type == 'cpu':
+        return [m for m in args.modes if m not in CUDA_ONLY_MODES]
+    return [m for m in args.modes if m != 'onnxruntime']
 
 
 def variants(args: argparse.Namespace, device: torch.device) -> list[tuple[str, str, str, object]]:
     """``(name, mode, setting label, ratios)`` of every timed variant (mmdet's Swin: mode 'mmdet', r=0)."""
-    names = [(variant_name(label, m), m, label, spec) for m in device_modes(args, device)
-             for label, spec in args.settings]
-    return names if args.no_mmdet else [*names, (DENSE, 'mmdet', ratio_label(0.0), 0.0)]
+    modes = device_modes(args, device)
+    names = [(variant_name(label, m), m, label, spec) for m in modes for label, spec in args.settings]
+    if args.no_mmdet:
+        return names
+    names.append((DENSE, 'mmdet', ratio_label(0.0), 0.0))
+    if 'graph' in modes:
+        names.append((DENSE_GRAPH, 'mmdet graph', ratio_label(0.0), 0.0))
+    return names
 
 
 def build_runners(args: argparse.Namespace, device: torch.device, sparse: torch.nn.Module,
                   dense: torch.nn.Module | None, x: torch.Tensor) -> dict[str, Callable[[], object]]:
     """A call per variant; each mode has its own copy of the encoder (compiled graphs guard on its attributes)."""
     runners: dict[str, Callable[[], object]] = {}
+    modes = device_modes(args, device)
     if dense is not None:
         runners[DENSE] = lambda: dense(x)
-    for mode in device_modes(args, device):
+        if 'graph' in modes:
+            from projects.sparsevit_bevdet.utils.cuda_graphs import GraphedModule
+
+            runners[DENSE_GRAPH] = GraphedModule(dense).__call__
+    for mode in modes:
         model = sparse if mode == 'eager' else copy.deepcopy(sparse)
-        if mode in ('static', 'dynamic'):
-            model.static_shapes = mode == 'static'
         if mode == 'onnxruntime':
             runners.update(onnxruntime_runners(args, model, x))
             continue
-        if mode == 'compiled':
+        if mode in ('compiled', 'reduce-overhead'):
             # one graph per ratio; above the recompile limit dynamo would fall back to eager
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit,
                                                        len(args.settings) + 1)
-            call = torch.compile(model, fullgraph=True)
+            call = torch.compile(model, fullgraph=True, mode='reduce-overhead' if mode == 'reduce-overhead' else None)
         else:
+            model.cuda_graphs = mode == 'graph'
             call = model
         for label, spec in args.settings:
             runners[variant_name(label, mode)] = ratio_runner(model, call, spec, x)
@@ -214,7 +235,15 @@ def time_device(args: argparse.Namespace, device: torch.device) -> list[dict]:
         bar = ProgressBar(args.warmup + args.repeats)
         times = interleaved_times(runners, args.repeats, args.warmup, args.seed, sync=lambda: sync(device),
                                   on_round=bar.update)
-    print()
+        print()
+        event_ms, kernels = {}, {}
+        if device.type == 'cuda':
+            from projects.sparsevit_bevdet.utils.timing import cuda_event_ms, top_cuda_kernels
+
+            for name, mode, label, _ in names:
+                event_ms[name] = cuda_event_ms(runners[name], args.repeats)
+                if args.profile and (mode.startswith('mmdet') or label in (ratio_label(0.0), ratio_label(0.6))):
+                    kernels[name] = top_cuda_kernels(runners[name])
     rows = []
     dense_label = ratio_label(0.0)
     for name, mode, label, spec in names:
@@ -223,20 +252,26 @@ def time_device(args: argparse.Namespace, device: torch.device) -> list[dict]:
         row = dict(device=device.type, variant=name, mode=mode, setting=label, dtype=str(dtype).replace('torch.', ''),
                    median_ms=1e3 * t.quantile(0.5).item(), p25_ms=1e3 * t.quantile(0.25).item(),
                    p75_ms=1e3 * t.quantile(0.75).item(), runs=len(times[name]), ratio=spec)
+        if name in event_ms:
+            row['event_ms'] = event_ms[name]
+        if name in kernels:
+            row['top_kernels'] = kernels[name]
         sparse.set_pruning_ratios(spec)
         row['gmacs'] = sparsevit_macs(sparse, tuple(args.shape), swin_layout=name == DENSE) / 1e9
         rows.append(row)
     median = {(r['mode'], r['setting']): r['median_ms'] for r in rows}
     for row in rows:
-        dense_ref = median.get(('eager' if row['mode'] == 'mmdet' else row['mode'], dense_label))
+        own_mode = {'mmdet': 'eager', 'mmdet graph': 'graph'}.get(row['mode'], row['mode'])
+        dense_ref = median.get((own_mode, dense_label))
         eager_ref = median.get(('eager', row['setting']))
         row['vs_sparsevit_r0'] = row['median_ms'] / dense_ref if dense_ref else None
-        row['vs_eager'] = row['median_ms'] / eager_ref if eager_ref and row['mode'] != 'mmdet' else None
-        mmdet_ref = median.get(('mmdet', dense_label))
+        row['vs_eager'] = row['median_ms'] / eager_ref if eager_ref and not row['mode'].startswith('mmdet') else None
+        # graph rows against mmdet's Swin replayed the same way
+        mmdet_ref = median.get(('mmdet graph' if own_mode == 'graph' else 'mmdet', dense_label))
         row['vs_mmdet'] = row['median_ms'] / mmdet_ref if mmdet_ref else None
     if args.memory:
         for row in rows:
-            if row['mode'] in ('eager', 'mmdet'):  # the other modes would need their set-up in the child
+            if row['mode'] in ('eager', 'mmdet') and row['variant'] != DENSE_GRAPH:  # others need their set-up
                 row['peak_mem_mb'] = measure_memory(args, device, row['variant'], row['ratio'])
     return rows
 
@@ -291,7 +326,7 @@ def memory_child(args: argparse.Namespace) -> None:
 
 
 def _has_modes(rows: list[dict]) -> bool:
-    return any(r['mode'] not in ('eager', 'mmdet') for r in rows)
+    return any(r['mode'] not in ('eager', 'mmdet', 'mmdet graph') for r in rows)
 
 
 def print_table(rows: list[dict]) -> None:
@@ -300,31 +335,42 @@ def print_table(rows: list[dict]) -> None:
     def ratio(v: float | None) -> str:
         return f'{v:7.3f}' if v is not None else '      -'
 
-    header = (f"{'device':6} {'variant':30} {'dtype':8} {'median ms':>10} {'p25-p75 ms':>16} {'GMACs':>8} "
+    has_events = any('event_ms' in r for r in rows)
+    header = (f"{'device':6} {'variant':30} {'dtype':8} {'median ms':>10} {'p25-p75 ms':>16} "
+              + (f"{'event ms':>9} " if has_events else '') + f"{'GMACs':>8} "
               f"{'vs r=0':>7} {'vs mmdet':>8}" + (f" {'vs eager':>8}" if has_modes else '')
               + (f" {'peak MiB':>9}" if has_mem else ''))
     print(header)
     print('-' * len(header))
     for r in rows:
+        events = (f"{r['event_ms']:9.2f} " if 'event_ms' in r else f"{'-':>9} ") if has_events else ''
         line = (f"{r['device']:6} {r['variant']:30} {r['dtype']:8} {r['median_ms']:10.1f} "
-                f"{r['p25_ms']:7.1f}-{r['p75_ms']:<8.1f} {r['gmacs']:8.1f} {ratio(r['vs_sparsevit_r0'])} "
+                f"{r['p25_ms']:7.1f}-{r['p75_ms']:<8.1f} {events}{r['gmacs']:8.1f} {ratio(r['vs_sparsevit_r0'])} "
                 f"{ratio(r['vs_mmdet']):>8}")
         if has_modes:
             line += f" {ratio(r['vs_eager']):>8}"
         if has_mem:
             line += f" {r['peak_mem_mb']:9.0f}" if 'peak_mem_mb' in r else f" {'-':>9}"
         print(line)
+    for r in rows:
+        if r.get('top_kernels'):
+            print(f"top CUDA kernels of one call, {r['variant']} ({r['device']}, {r['dtype']}):")
+            for k in r['top_kernels']:
+                print(f"  {k['gpu_ms']:8.3f} ms {k['calls']:5d} x  {k['name'][:100]}")
 
 
 def markdown_table(rows: list[dict]) -> str:
     has_mem, has_modes = any('peak_mem_mb' in r for r in rows), _has_modes(rows)
-    head = ['device', 'variant', 'median ms', 'p25-p75 ms', 'GMACs', 'vs SparseViT r=0', 'vs mmdet']
+    has_events = any('event_ms' in r for r in rows)
+    head = ['device', 'variant', 'median ms', 'p25-p75 ms'] + (['event ms'] if has_events else [])
+    head += ['GMACs', 'vs SparseViT r=0', 'vs mmdet']
     head += ['vs eager'] if has_modes else []
     head += ['peak MiB'] if has_mem else []
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for r in rows:
-        cells = [r['device'], r['variant'], f"{r['median_ms']:.1f}", f"{r['p25_ms']:.1f}-{r['p75_ms']:.1f}",
-                 f"{r['gmacs']:.1f}", f"{r['vs_sparsevit_r0']:.3f}", f"{r['vs_mmdet']:.3f}" if r['vs_mmdet'] else '-']
+        cells = [r['device'], r['variant'], f"{r['median_ms']:.1f}", f"{r['p25_ms']:.1f}-{r['p75_ms']:.1f}"]
+        cells += [f"{r['event_ms']:.2f}" if 'event_ms' in r else '-'] if has_events else []
+        cells += [f"{r['gmacs']:.1f}", f"{r['vs_sparsevit_r0']:.3f}", f"{r['vs_mmdet']:.3f}" if r['vs_mmdet'] else '-']
         cells += [f"{r['vs_eager']:.3f}" if r['vs_eager'] else '-'] if has_modes else []
         cells += [f"{r['peak_mem_mb']:.0f}" if 'peak_mem_mb' in r else '-'] if has_mem else []
         lines.append('| ' + ' | '.join(cells) + ' |')

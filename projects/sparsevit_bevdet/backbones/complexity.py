@@ -1,28 +1,18 @@
 """Analytic multiply-accumulate count of SparseViT for a given input shape and pruning ratios.
 
-Counted as SparseViT computes them: patch embedding; LayerNorm-free linear layers (q/k/v and output
-projections, FFN) on the real tokens of the computed windows; ``q kᵀ`` and ``attn v`` on every slot
-of the computed windows (padding included, attention runs on whole windows); patch merging.
-Not counted: LayerNorm, softmax, GELU, gathers (no multiplies).
-
-A block computes ``int(nW * (1 - r))`` windows per image whatever the data, but how many real
-tokens they hold depends on which windows win (border windows hold padding). The count assumes
-the fullest windows are kept, which is what the L2 ranking favours (padding scores zero); at
-ratio 0 and for inputs that are window multiples it is exact.
+Counted as SparseViT computes them: patch embedding; q/k/v and output projections and the FFN on
+the real tokens of the map for a block that computes every window (or that computes the whole map and
+keeps the kept windows' rows, when those windows hold at least as many slots as the map has tokens),
+on every slot of the ``int(nW * (1 - r))`` kept windows otherwise (padded slots included: the shapes
+do not depend on which windows win); ``q kᵀ`` and ``attn v`` on every slot of the computed windows;
+patch merging. Not counted: LayerNorm, softmax, GELU, gathers (no multiplies) and the shift-mask
+channels appended to q and k (a few percent of the attention products of shifted blocks).
 """
 from __future__ import annotations
 
 import math
 
-import torch
-
-from .sparsevit import SparseViT, WindowGeometry, num_kept_windows
-
-
-def _real_tokens_per_window(h: int, w: int, window_size: int, shift: int) -> torch.Tensor:
-    """``(nW,)`` real (unpadded) tokens of each window, fullest first."""
-    geometry = WindowGeometry(h, w, window_size, shift, torch.device('cpu'))
-    return (geometry.token_index >= 0).sum(dim=1).sort(descending=True).values
+from .sparsevit import SparseViT, num_kept_windows
 
 
 def sparsevit_macs(model: SparseViT, input_shape: tuple[int, int, int, int],
@@ -43,14 +33,15 @@ def sparsevit_macs(model: SparseViT, input_shape: tuple[int, int, int, int],
         c = model.num_features[i]
         num_windows = math.ceil(h / ws) * math.ceil(w / ws)
         hidden = stage.blocks[0].ffn.layers[1].in_features
-        tokens_per_window = {shift: _real_tokens_per_window(h, w, ws, shift)
-                             for shift in {block.shift_size for block in stage.blocks}}
-        for block, ratio in zip(stage.blocks, stage.pruning_ratios):
+        for ratio in stage.pruning_ratios:
             if swin_layout:
                 macs += b * (num_windows * n * (4 * c * c + 2 * n * c) + h * w * 2 * c * hidden)
                 continue
-            k = num_kept_windows(num_windows, ratio)
-            tokens = int(tokens_per_window[block.shift_size][:k].sum())
+            k = num_kept_windows(num_windows, ratio) if ratio > 0 else num_windows
+            if k * n >= h * w:  # the whole map (dense, or masked to the kept windows)
+                k, tokens = num_windows, h * w
+            else:
+                tokens = k * n
             macs += b * (k * 2 * n * n * c + tokens * (4 * c * c + 2 * c * hidden))
         if stage.downsample is not None:
             h, w = math.ceil(h / 2), math.ceil(w / 2)

@@ -1,9 +1,8 @@
 """ONNX export of an image encoder at fixed pruning ratios, and running it in onnxruntime.
 
-SparseViT takes its static-shape path while it is exported (:func:`.sparsevit.is_tracing`): for the
-input shape and ratios at export time the kept-window count of every block is a constant, while
-which windows are kept is computed in the graph from each input (scores, pairwise ranking, top-k),
-so the exported model prunes data-dependently like the PyTorch one.
+SparseViT's forward has static shapes: for the input shape and ratios at export time the kept-window
+count of every block is a constant, while which windows are kept is computed in the graph from each
+input (scores and ONNX ``TopK``), so the exported model prunes data-dependently like the PyTorch one.
 
 Needs the PyPI packages ``onnx``, ``onnxscript`` (torch's exporter) and ``onnxruntime``, pinned in
 ``requirements/stack.txt`` and installed by ``tools/install.sh``.
@@ -39,15 +38,7 @@ def export_onnx(encoder: nn.Module, images: Tensor, output_names: Optional[Seque
 
     Returns:
         The serialised ONNX model (weights included).
-
-    Raises:
-        ValueError: a SparseViT forced onto its dynamic path (``static_shapes=False``), which has
-            data-dependent shapes and cannot be exported.
     """
-    if getattr(encoder, 'static_shapes', None) is False:
-        raise ValueError('this SparseViT has static_shapes=False, whose pruned blocks have data-dependent '
-                         'shapes and cannot be exported; set static_shapes to None (static while exporting) '
-                         'or True')
     _require('onnx')
     _require('onnxscript')
     encoder.eval()

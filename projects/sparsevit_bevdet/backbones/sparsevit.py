@@ -4,15 +4,18 @@ Every block runs at window level: LayerNorm, (shifted) window attention, both re
 FFN are computed on the tokens of a set of windows. A block with pruning ratio ``r`` computes only
 the ``max(1, int(nW * (1 - r)))`` windows of each image with the largest activation norm (ranked
 in float32); the tokens of the other windows pass through unchanged. With every ratio at 0 the
-model is exactly mmdet's ``SwinTransformer`` and loads its state dict. Pruned blocks take a dynamic
-path in eager mode and a static-shape path (no host synchronisation) under ``torch.compile`` and
-export; both keep the same windows (see :class:`SparseViT`).
+model is exactly mmdet's ``SwinTransformer`` and loads its state dict. One path serves eager mode,
+``torch.compile``, export and CUDA-graph capture: shapes are fixed by the input shape and the ratios,
+and nothing is read back to the host (see :class:`SparseViT`).
 
 Layout. Between blocks the feature map is kept as a flat ``(B * H * W, C)`` tensor in map order.
 Padding to window multiples, the cyclic shift and the window partition are a single
 ``index_select`` with a precomputed token index (:class:`WindowGeometry`), so no padded or rolled
 copy of the map is ever built. Padded tokens are zero after the first LayerNorm, as in Swin; the
-residuals and the FFN run only on real tokens, so the dense path does not pay for padding.
+residuals and the FFN of a dense block run only on real tokens, so the dense path does not pay for
+padding, and a pruned block never computes more slots than the map has tokens (see
+:meth:`WindowGeometry.selection`). Swin's shift mask rides on extra q/k channels, so each block makes
+one attention call with one broadcast bias.
 
 Reading order: helpers (ratios, geometry, window selection) -> attention -> FFN -> block ->
 stage -> patch embedding / merging -> model.
@@ -35,6 +38,7 @@ from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import constant_init, trunc_normal_, trunc_normal_init
 from torch import Tensor, nn
 
+from ..utils.cuda_graphs import GraphedModule
 from .weight_converters import load_pretrained_swin
 
 RatioSpec = Union[float, Sequence[Sequence[float]]]
@@ -50,6 +54,10 @@ ARCH_SETTINGS: dict[str, dict] = {
 GEOMETRY_CACHE_SIZE = 32
 # Swin's value for attention between tokens that came from different regions after the shift.
 SHIFT_MASK_VALUE = -100.0
+# a slot of a shifted window is in one of up to 4 regions; its one-hot code plus a constant channel are
+# appended to q and k, padded to 8 channels (aligned head dims for fused attention kernels)
+REGION_CODES = 4
+REGION_CHANNELS = 8
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,18 +159,9 @@ def expand_group_ratios(space: Sequence[StageSearchSpace],
 # ----------------------------------------------------------------------------------------------
 # Window geometry and selection
 # ----------------------------------------------------------------------------------------------
-def is_tracing() -> bool:
-    """Whether the forward is being captured as a graph: ``torch.compile``, ``torch.export``, ONNX
-    export (either exporter) or ``torch.jit.trace``. Such a forward takes the static-shape path (see
-    :class:`SparseViT`). Checked once per forward: the last two checks cost microseconds."""
-    # is_compiling() first: dynamo folds it to a constant and never traces the other calls
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-
-
 def _symbolic() -> bool:
     """Whether dynamo or ``torch.export`` is tracing (``torch.compile``, ONNX export): tensors made now are
-    graph values (fake under export), so index maps are built in the graph and never cached. Cheap, unlike
-    :func:`is_tracing`; ``torch.jit.trace`` runs on real tensors and may use the caches."""
+    graph values (fake under export), so index maps are built in the graph and never cached."""
     return torch.compiler.is_compiling()
 
 
@@ -173,32 +172,54 @@ def _cache_context() -> contextlib.AbstractContextManager:
     return contextlib.nullcontext() if _symbolic() else torch.inference_mode(False)
 
 
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype linear layers produce from ``x``: the autocast dtype where autocast is on."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+def _bounded_put(cache: dict, key: object, value: object, size: int = 4) -> object:
+    """Store ``value`` under ``key``, emptying ``cache`` first when it is full (batch sizes and dtypes
+    seen; the last batch of an epoch differs)."""
+    if len(cache) >= size:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 class WindowGeometry:
     """Index maps between a ``(H, W)`` token map and its (padded, shifted) windows.
 
     Built from the map size alone with static shapes (no host synchronisation), so a traced
     forward (``torch.compile``, ONNX export) builds it inside the graph.
 
+    Swin's shift mask (``-100`` between tokens that came from different regions after the cyclic
+    shift) is not stored as a per-window bias. Each window slot gets a *region code* (which of the up to
+    4 regions of its window it belongs to) and attention appends ``R`` channels to q and k whose dot
+    product is ``-100 / scale`` for different codes and 0 for equal ones (:attr:`region_channels`), so
+    every window of a block shares one broadcast bias (the relative position bias) and one attention
+    call, whichever windows are kept.
+
     Attributes:
         token_index: ``(nW, N)`` long, row of each window token in the flat ``H * W`` map, or -1
             where the token is padding. Padding is at the bottom/right and the shift is the
             cyclic roll by ``-shift`` that Swin applies, so this equals Swin's
             pad -> roll -> window_partition.
-        pattern_id: ``(nW,)`` long, which shift-mask pattern each window uses.
-        pattern_masks: ``(P, N, N)`` float, Swin's shift mask per pattern (0 or -100).
-        pattern_counts: windows of each pattern in one image (python ints).
-        grouped_windows: ``(nW,)`` window ids grouped by pattern, ascending within a pattern.
+        region_channels: ``(nW, N, 2R)`` float, per slot the R channels appended to q, then the R
+            appended to k; None without a shift.
         has_padding: whether any window holds padded tokens.
     """
 
-    def __init__(self, height: int, width: int, window_size: int, shift: int,
-                 device: torch.device) -> None:
+    def __init__(self, height: int, width: int, window_size: int, shift: int, device: torch.device,
+                 attention_scale: float = 1.0) -> None:
         ws = window_size
         self.height, self.width, self.window_size, self.shift = height, width, ws, shift
         hp, wp = math.ceil(height / ws) * ws, math.ceil(width / ws) * ws
         rows, cols = hp // ws, wp // ws
         self.num_windows = rows * cols
         self.tokens_per_window = ws * ws
+        self.device = device
         # coordinates in the rolled padded map, window-major: (nWh, nWw, ws, ws)
         ry = torch.arange(hp, device=device).view(rows, 1, ws, 1)
         rx = torch.arange(wp, device=device).view(1, cols, 1, ws)
@@ -207,31 +228,27 @@ class WindowGeometry:
         index = torch.where(valid, py * width + px, torch.full_like(py * px, -1))
         self.token_index = index.reshape(self.num_windows, ws * ws)
         self.has_padding = hp != height or wp != width
-
+        # token rows for scoring: padding reads an appended zero importance (row H * W)
+        self.score_index = torch.where(self.token_index < 0, height * width, self.token_index)
+        self.region_channels = None
         if shift > 0:
-            # Swin labels 3 x 3 regions of the rolled padded map; tokens of different regions must
-            # not attend to each other. Only the last window row / column straddles a region border,
-            # so a window's mask depends on (last row?, last column?): four patterns.
-            inner = torch.arange(ws, device=device)
-            split = 1 + (inner >= ws - shift).long()  # region of a token in the last row / column
-            label_y = torch.stack([torch.zeros_like(split), split])[:, None, :, None]  # (2, 1, ws, 1)
-            label_x = torch.stack([torch.zeros_like(split), split])[None, :, None, :]  # (1, 2, 1, ws)
-            label = (label_y * 3 + label_x).reshape(4, ws * ws).float()  # pattern 2 * last_row + last_col
-            masks = label[:, None, :] - label[:, :, None]
-            self.pattern_masks = masks.masked_fill(masks != 0, SHIFT_MASK_VALUE)
-            last_row = (torch.arange(rows, device=device) == rows - 1).long()
-            last_col = (torch.arange(cols, device=device) == cols - 1).long()
-            self.pattern_id = (2 * last_row[:, None] + last_col[None, :]).flatten()
-            self.pattern_counts = [(rows - 1) * (cols - 1), rows - 1, cols - 1, 1]
-            ids = torch.arange(self.num_windows, device=device).view(rows, cols)
-            self.grouped_windows = torch.cat([ids[:-1, :-1].flatten(), ids[:-1, -1], ids[-1, :-1], ids[-1, -1:]])
-        else:
-            self.pattern_masks = torch.zeros(1, ws * ws, ws * ws, device=device)
-            self.pattern_id = torch.zeros(self.num_windows, dtype=torch.long, device=device)
-            self.pattern_counts = [self.num_windows]
-            self.grouped_windows = torch.arange(self.num_windows, device=device)
-        self.num_patterns = self.pattern_masks.shape[0]
-        self._dense_plans: dict[int, WindowPlan] = {}
+            # Only the last window row / column straddles a region border of the rolled map: a token's
+            # region within its window is (in the last `shift` rows of a last-row window?, same for columns)
+            last_rows = (torch.arange(rows, device=device) == rows - 1)[:, None, None, None]
+            last_cols = (torch.arange(cols, device=device) == cols - 1)[None, :, None, None]
+            inner = torch.arange(ws, device=device) >= ws - shift
+            code = 2 * (last_rows & inner[None, None, :, None]).long() + (last_cols & inner[None, None, None, :]).long()
+            one_hot = F.one_hot(code.reshape(self.num_windows, ws * ws), REGION_CODES).float()
+            ones = torch.ones_like(one_hot[..., :1])
+            pad = one_hot.new_zeros(*one_hot.shape[:2], REGION_CHANNELS - REGION_CODES - 1)
+            # q . k over these channels = c * (same_code - 1): 0 inside a region, -c across regions;
+            # attention multiplies by `scale`, so c = |mask| / scale gives Swin's -100
+            c = -SHIFT_MASK_VALUE / attention_scale
+            self.region_channels = torch.cat([-c * ones, c * one_hot, pad, ones, one_hot, pad], dim=-1)
+        self._dense_layouts: dict[int, DenseLayout] = {}
+        self._slot_rows: dict[int, Tensor] = {}
+        self._dense_selections: dict[tuple, WindowSelection] = {}
+        self._row_window: Optional[Tensor] = None
 
     def window_importance(self, importance: Tensor) -> Tensor:
         """Score windows by the L2 norm of their tokens' importance.
@@ -242,108 +259,169 @@ class WindowGeometry:
         Returns:
             ``(B, nW)`` window scores; padded tokens count as zero.
         """
-        tokens = importance[:, self.token_index.clamp(min=0)]  # (B, nW, N)
-        if self.has_padding:
-            tokens = tokens.masked_fill(self.token_index < 0, 0.0)
-        return tokens.norm(dim=-1)
+        return window_scores(importance, self.score_index)
 
-    def plan(self, batch_size: int, kept_windows: Optional[Tensor]) -> WindowPlan:
-        """Index plan for computing the given windows (all windows if ``kept_windows`` is None).
-
-        The dense plan has static shapes; a sparse one synchronises with the host (its
-        per-pattern window counts and padded slots depend on which windows are kept).
-
-        Args:
-            batch_size: images in the batch.
-            kept_windows: ``(B * k,)`` global window ids ``b * nW + w``.
-        """
-        if kept_windows is not None:
-            return self._sparse_plan(kept_windows)
-        if batch_size not in self._dense_plans:
-            if len(self._dense_plans) >= 4:  # batch sizes seen; the last batch of an epoch differs
-                self._dense_plans.clear()
+    # -- cached index maps (built once per batch size) ----------------------------------------
+    def _cached(self, cache: dict, key: object, build) -> object:
+        if _symbolic():
+            return build()
+        if key not in cache:
             with _cache_context():
-                self._dense_plans[batch_size] = self._dense_plan(batch_size)
-        return self._dense_plans[batch_size]
+                _bounded_put(cache, key, build())
+        return cache[key]
 
-    def _dense_plan(self, batch_size: int) -> WindowPlan:
-        # Index arithmetic only (no sort, no host synchronisation): a traced forward builds this in
-        # the graph, and ONNX has no stable sort.
-        nw, hw = self.num_windows, self.height * self.width
-        device = self.token_index.device
-        # windows grouped by shift-mask pattern (all images' windows of pattern 0 first, ...), so
-        # attention runs once per pattern with a broadcast bias instead of a per-window bias tensor
-        offsets = torch.arange(batch_size, device=device)[:, None] * nw
-        groups = torch.split(self.grouped_windows, self.pattern_counts)
-        windows = torch.cat([(offsets + group).flatten() for group in groups])
-        index = self.token_index[windows % nw]  # (B * nW, N)
-        src = (index + (windows // nw * hw)[:, None]).flatten()
-        slots = torch.arange(src.numel(), device=device)
-        num_rows, pad_slots = batch_size * hw, None
+    def dense_layout(self, batch_size: int) -> DenseLayout:
+        """Index maps of a block that computes every window (see :class:`DenseLayout`)."""
+        return self._cached(self._dense_layouts, batch_size, lambda: self._build_dense_layout(batch_size))
+
+    def slot_rows(self, batch_size: int) -> Tensor:
+        """``(B, nW, N)`` row of each window slot in the extended ``(B * H * W + 1, C)`` map; padded slots
+        read the extra last row."""
+        def build() -> Tensor:
+            hw = self.height * self.width
+            offsets = torch.arange(batch_size, device=self.device).view(-1, 1, 1) * hw
+            return torch.where(self.token_index < 0, batch_size * hw, self.token_index + offsets)
+        return self._cached(self._slot_rows, batch_size, build)
+
+    def row_window(self) -> Tensor:
+        """``(H * W,)`` window of each map row."""
+        if self._row_window is None or _symbolic():
+            hw, n = self.height * self.width, self.tokens_per_window
+            windows = torch.arange(self.num_windows, device=self.device).repeat_interleave(n)
+            rows = torch.where(self.token_index < 0, hw, self.token_index).flatten()
+            with _cache_context():
+                row_window = windows.new_zeros(hw + 1).index_put_((rows,), windows)[:hw]
+            if _symbolic():
+                return row_window
+            self._row_window = row_window
+        return self._row_window
+
+    def _build_dense_layout(self, batch_size: int) -> DenseLayout:
+        # Index arithmetic only (no sort, no host synchronisation): a traced forward builds this in the graph.
+        hw, n = self.height * self.width, self.tokens_per_window
+        index = self.token_index[None] + torch.arange(batch_size, device=self.device).view(-1, 1, 1) * hw
+        pad = (self.token_index < 0).expand(batch_size, -1, -1).flatten()
+        num_rows = batch_size * hw
+        slots = torch.arange(batch_size * self.num_windows * n, device=self.device)
+        src = torch.where(pad, num_rows, index.flatten())
+        # computed rows are the whole map, in map order; padded slots scatter to one dropped position
+        row_slots = slots.new_empty(num_rows + 1).index_put_((src,), slots)[:num_rows]
+        pad_slots = None
         if self.has_padding:
-            # scatters whose padded (or real) entries go to one spare position that is then dropped
-            pad = (index < 0).flatten()
-            num_pad = src.numel() - num_rows
+            num_pad = slots.numel() - num_rows
             pad_slots = slots.new_empty(num_pad + 1).index_put_(
                 (torch.where(pad, torch.cumsum(pad, 0) - 1, num_pad),), slots)[:num_pad]
-            src_real = torch.where(pad, num_rows, src)
-        else:
-            src_real = src
-        # computed rows are the whole map, in map order
-        row_slots = slots.new_empty(num_rows + 1).index_put_((src_real,), slots)[:num_rows]
-        counts = [batch_size * c for c in self.pattern_counts]
-        return WindowPlan(None, src.clamp(min=0), row_slots, pad_slots, counts)
+        return DenseLayout(src.clamp(max=num_rows - 1), row_slots, pad_slots)
 
-    def _sparse_plan(self, windows: Tensor) -> WindowPlan:
-        nw, hw = self.num_windows, self.height * self.width
-        local = windows % nw
-        pattern = self.pattern_id[local]
-        if self.num_patterns > 1:  # grouped by shift-mask pattern, as in the dense plan
-            order = torch.argsort(pattern, stable=True)
-            windows, local, pattern = windows[order], local[order], pattern[order]
-        counts = torch.bincount(pattern, minlength=self.num_patterns).tolist()
-        index = self.token_index[local]  # (K, N)
-        pad = (index < 0).flatten()
-        src = (index + (windows // nw * hw)[:, None]).flatten()
-        slots = torch.arange(src.numel(), device=src.device)
-        if not self.has_padding:
-            return WindowPlan(src, slots, slots, None, counts)
-        row_slots = slots[~pad]
-        slot_rows = (torch.cumsum(~pad, 0) - 1).clamp(min=0)  # slot -> position among real tokens
-        return WindowPlan(src[row_slots], slot_rows, row_slots, pad.nonzero().squeeze(1), counts)
+    # -- selections -----------------------------------------------------------------------------
+    def regions(self, windows: Optional[Tensor], batch_size: int,
+                dtype: torch.dtype) -> Optional[tuple[Tensor, Tensor]]:
+        """``(K, 1, N, R)`` region channels of q and of k for the given ``(B, k)`` windows (all windows when
+        None), or None without a shift."""
+        if self.region_channels is None:
+            return None
+        if windows is None:
+            table = self.region_channels.to(dtype).repeat(batch_size, 1, 1)
+        else:
+            table = self.region_channels.to(dtype).index_select(0, windows.flatten())
+        r = table.shape[-1] // 2
+        return table[:, None, :, :r], table[:, None, :, r:]
+
+    def dense_selection(self, batch_size: int, dtype: torch.dtype) -> WindowSelection:
+        """Every window computed."""
+        def build() -> WindowSelection:
+            return WindowSelection(self, batch_size, None, regions=self.regions(None, batch_size, dtype))
+        return self._cached(self._dense_selections, (batch_size, dtype), build)
+
+    def selection(self, windows: Tensor, dtype: torch.dtype) -> WindowSelection:
+        """The ``(B, k)`` kept windows of each image as a :class:`WindowSelection`.
+
+        Gathered (only the kept windows' slots are computed) when they hold fewer slots than the map has
+        tokens; otherwise masked (the block computes the whole map as a dense block does, which is then
+        cheaper, and keeps the kept windows' rows).
+        """
+        batch_size, k = windows.shape
+        n, hw = self.tokens_per_window, self.height * self.width
+        if k * n >= hw:
+            computed = windows.new_zeros(batch_size, self.num_windows, dtype=torch.bool).scatter_(1, windows, True)
+            row_mask = computed[:, self.row_window()].reshape(-1, 1)
+            return WindowSelection(self, batch_size, windows, row_mask=row_mask,
+                                   regions=self.dense_selection(batch_size, dtype).regions)
+        rows = self.slot_rows(batch_size).gather(1, windows[:, :, None].expand(-1, -1, n)).flatten()
+        pad = (rows == batch_size * hw)[:, None] if self.has_padding else None
+        return WindowSelection(self, batch_size, windows, rows=rows, pad=pad,
+                               regions=self.regions(windows, batch_size, dtype))
 
 
 @dataclass
-class WindowPlan:
-    """Which tokens a block computes and where they sit in the window tensor.
-
-    A block computes ``M`` real tokens ("rows") of the ``(B * H * W, C)`` map and ``K`` windows of
-    ``N`` slots each (padded slots included).
+class DenseLayout:
+    """How a block that computes every window maps the ``(B * H * W, C)`` map rows to window slots.
 
     Attributes:
-        rows: ``(M,)`` map rows to compute; None means every row, in map order (dense).
-        slot_rows: ``(K * N,)`` for each window slot, its index among the computed rows
-            (padded slots point at 0 and are overwritten, see ``pad_slots``).
-        row_slots: ``(M,)`` for each computed row, its window slot.
+        slot_rows: ``(B * nW * N,)`` map row of each window slot (padded slots: any row, overwritten).
+        row_slots: ``(B * H * W,)`` window slot of each map row.
         pad_slots: ``(P,)`` the padded slots; None when the map needs no padding.
-        group_counts: windows per shift-mask pattern, in window order.
     """
 
-    rows: Optional[Tensor]
     slot_rows: Tensor
     row_slots: Tensor
     pad_slots: Optional[Tensor]
-    group_counts: list[int]
+
+
+@dataclass
+class WindowSelection:
+    """Which windows a block computes, with the index maps to compute them (shared by the blocks of a
+    stage with the same shift and kept count, built once per forward).
+
+    Three modes, by which fields are set:
+
+    * dense (``windows`` is None): every window, on :meth:`WindowGeometry.dense_layout`;
+    * gathered (``rows`` set): only the ``K = B * k`` kept windows' ``K * N`` slots are computed;
+    * masked (``row_mask`` set): the whole map is computed and only the kept windows' rows are written.
+
+    Attributes:
+        geometry: the window geometry of the block's map size and shift.
+        batch_size: B.
+        windows: ``(B, k)`` ids of the kept windows of each image, None for every window.
+        rows: ``(K * N,)`` row of each kept slot in the extended ``(B * H * W + 1, C)`` map.
+        pad: ``(K * N, 1)`` bool, the padded kept slots (None without padding).
+        row_mask: ``(B * H * W, 1)`` bool, rows that belong to a kept window.
+        regions: ``(K, 1, N, R)`` region channels of q and k (shifted blocks), see :class:`WindowGeometry`.
+    """
+
+    geometry: WindowGeometry
+    batch_size: int
+    windows: Optional[Tensor]
+    rows: Optional[Tensor] = None
+    pad: Optional[Tensor] = None
+    row_mask: Optional[Tensor] = None
+    regions: Optional[tuple[Tensor, Tensor]] = None
 
 
 def token_importance(x: Tensor, batch_size: int) -> Tensor:
-    """Per-token importance: mean of ``|x|`` over channels, in float32. ``(B*H*W, C) -> (B, H*W)``."""
-    return x.detach().float().abs().mean(dim=-1).view(batch_size, -1)
+    """Per-token importance: the L1 norm of the token (``C`` times its mean ``|x|``), in float32.
+    ``(B*H*W, C) -> (B, H*W)``."""
+    return torch.linalg.vector_norm(x.detach(), ord=1, dim=-1, dtype=torch.float32).view(batch_size, -1)
 
 
-def rank_windows(scores: Tensor) -> Tensor:
-    """``(B, nW)`` scores -> ``(B, nW)`` window ids of each image, highest score first."""
-    return torch.argsort(scores, dim=1, descending=True, stable=True)
+def window_scores(importance: Tensor, score_index: Tensor) -> Tensor:
+    """``(B, H*W)`` token importance and ``(..., nW, N)`` token rows of windows (``H*W`` for padding) ->
+    ``(B, ..., nW)`` L2 norm of each window's token importances, padding counted as zero."""
+    return F.pad(importance, (0, 1))[:, score_index].norm(dim=-1)
+
+
+def _stacked_score_index(geometries: dict[int, WindowGeometry]) -> Tensor:
+    """``(S, nW, N)`` score index of every shift of a stage (kept by the first geometry)."""
+    first = next(iter(geometries.values()))
+    key = tuple(geometries)
+    cached = getattr(first, '_stacked_score_index', None)
+    if cached is not None and cached[0] == key and not _symbolic():
+        return cached[1]
+    with _cache_context():
+        stacked = torch.stack([geometry.score_index for geometry in geometries.values()])
+    if not _symbolic():
+        first._stacked_score_index = (key, stacked)
+    return stacked
 
 
 def num_kept_windows(num_windows: int, ratio: float) -> int:
@@ -355,44 +433,16 @@ def num_kept_windows(num_windows: int, ratio: float) -> int:
     return max(1, int(num_windows * (1 - ratio)))
 
 
-def keep_indices(ranking: Tensor, ratio: float) -> Optional[Tensor]:
-    """Global ids ``b * nW + w`` of the top :func:`num_kept_windows` windows of each image.
+def top_windows(scores: Tensor, k: int) -> Tensor:
+    """``(B, nW)`` window scores -> ``(B, k)`` ids of each image's ``k`` highest-scoring windows, best first;
+    equal scores (e.g. windows of a black image border) in id order.
 
-    Args:
-        ranking: ``(B, nW)`` window ids of each image, best first.
-        ratio: pruning ratio; at least one window per image is kept whatever the ratio.
-
-    Returns:
-        ``(B * k,)`` ids, or None when every window is kept (the dense path).
-    """
-    batch_size, num_windows = ranking.shape
-    k = num_kept_windows(num_windows, ratio)
-    if k >= num_windows:
-        return None
-    kept = ranking[:, :k].sort(dim=1).values  # ascending ids: gathers read memory in order
-    return (kept + torch.arange(batch_size, device=ranking.device)[:, None] * num_windows).flatten()
-
-
-def window_positions(scores: Tensor) -> Tensor:
-    """``(B, nW)`` scores -> ``(B, nW)`` position of each window in :func:`rank_windows`' order (0: best).
-
-    Counted by pairwise comparison (``O(nW^2)`` per image) instead of a stable sort, which ONNX does
-    not have: window ``j`` comes before ``i`` if its score is higher, or equal with ``j < i``.
-    """
-    ids = torch.arange(scores.shape[1], device=scores.device)
-    mine, other = scores[:, :, None], scores[:, None, :]
-    before = (other > mine) | ((other == mine) & (ids[None, :] < ids[:, None]))
-    return before.sum(dim=2)
-
-
-def top_windows(positions: Tensor, k: int) -> Tensor:
-    """``(B, nW)`` ranking positions (:func:`window_positions`) -> ``(B, k)`` ids of each image's ``k``
-    best windows, ascending (gathers then read memory in order). Static shapes, no sort."""
-    kept = positions < k
-    slot = torch.cumsum(kept, dim=1) - 1  # place of each kept window among the kept, in id order
-    one_hot = kept[:, None, :] & (slot[:, None, :] == torch.arange(k, device=positions.device)[:, None])
-    ids = torch.arange(positions.shape[1], device=positions.device)
-    return (one_hot.long() * ids).sum(dim=2)
+    One stable sort on the device, no host synchronisation. ``torch.topk``'s order among equal scores is
+    unspecified; ONNX ``TopK``, which an exported model runs (the exporter has no stable sort), takes the lower
+    index first, as the stable sort does, so PyTorch and exported models keep the same windows."""
+    if torch.onnx.is_in_onnx_export():
+        return torch.topk(scores, k, dim=1).indices
+    return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
 
 
 def drop_path_per_image(x: Tensor, image_of_token: Tensor, batch_size: int, drop_prob: float,
@@ -439,6 +489,7 @@ class WindowMSA(nn.Module):
         self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop_rate)
+        self._bias_cache: Optional[tuple[tuple, Tensor]] = None
 
     def init_weights(self) -> None:
         trunc_normal_(self.relative_position_bias_table, std=0.02)
@@ -449,58 +500,70 @@ class WindowMSA(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         return bias.view(n, n, -1).permute(2, 0, 1)
 
+    def attention_bias(self, dtype: torch.dtype) -> Tensor:
+        """``(1, heads, N, N)`` relative position bias in ``dtype``; on CUDA its rows are padded in memory to a
+        multiple of 8 elements (the fused kernel wants aligned strides and would copy it at every call; the
+        fused CPU kernel wants it contiguous).
+
+        Cached while nothing needs its gradient; the key includes the table's storage and version, so
+        loading or training new values invalidates it."""
+        table = self.relative_position_bias_table
+        cacheable = not _symbolic() and not (torch.is_grad_enabled() and table.requires_grad)
+        if cacheable:
+            key = (dtype, table.device, table.data_ptr(), table._version)
+            if self._bias_cache is not None and self._bias_cache[0] == key:
+                return self._bias_cache[1]
+        # a cached bias is made without autograd: a bias that requires grad keeps CPU attention off its fused kernel
+        context = contextlib.ExitStack()
+        if cacheable:
+            context.enter_context(_cache_context())
+            context.enter_context(torch.no_grad())
+        with context:
+            n = self.window_size ** 2
+            bias = self.relative_position_bias().to(dtype)
+            if table.is_cuda:
+                bias = F.pad(bias, (0, -n % 8))[..., :n]
+            bias = bias[None] if table.is_cuda else bias.unsqueeze(0).contiguous()
+        if cacheable:
+            self._bias_cache = (key, bias)
+        return bias
+
     def padding_qkv(self) -> Tensor:
         """q, k, v of a padded token: Swin zeroes padding after norm1, so only the bias is left."""
         if self.qkv.bias is not None:
             return self.qkv.bias
         return self.qkv.weight.new_zeros(3 * self.embed_dims)
 
-    def forward(self, qkv: Tensor, group_counts: Sequence[int], pattern_masks: Tensor) -> Tensor:
-        """Attention within each window, before the output projection, one call per shift-mask pattern.
-
-        The q/k/v projection is applied by the block to real tokens only; padded slots carry
-        :meth:`padding_qkv`.
+    def forward(self, qkv: Tensor, regions: Optional[tuple[Tensor, Tensor]] = None) -> Tensor:
+        """Attention within each window, before the output projection: one fused attention call.
 
         Args:
-            qkv: ``(K, N, 3C)`` projected window tokens, windows grouped by shift-mask pattern.
-            group_counts: windows of each pattern, in order (sums to K).
-            pattern_masks: ``(P, N, N)`` additive shift mask of each pattern.
+            qkv: ``(K, N, 3C)`` projected window tokens.
+            regions: ``(K, 1, N, R)`` region channels appended to q and to k (shifted blocks, see
+                :class:`WindowGeometry`), or None.
 
         Returns:
             ``(K * N, C)`` attention output (apply :attr:`proj` next).
         """
-        bias = self.attention_bias(pattern_masks)
-        groups = [(p, cnt) for p, cnt in enumerate(group_counts) if cnt]
-        if len(groups) == 1:
-            p = groups[0][0]
-            return self.attend(qkv, bias[p:p + 1])
-        num_windows, n, c3 = qkv.shape
-        out = qkv.new_empty(num_windows * n, c3 // 3)
-        start = 0
-        for p, count in groups:
-            end = start + count
-            out[start * n:end * n] = self.attend(qkv[start:end], bias[p:p + 1])
-            start = end
-        return out
-
-    def attention_bias(self, masks: Tensor) -> Tensor:
-        """``(P, N, N)`` additive shift masks -> ``(P, heads, N, N)`` masks plus relative position bias."""
-        return self.relative_position_bias()[None] + masks[:, None]
-
-    def attend(self, qkv: Tensor, bias: Tensor) -> Tensor:
-        """Attention within each window: ``(K, N, 3C)`` projected windows and a ``(1 or K, heads, N, N)``
-        additive bias (see :meth:`attention_bias`) -> ``(K * N, C)``."""
         num_windows, n, c3 = qkv.shape
         heads, c = self.num_heads, c3 // 3
         q, k, v = qkv.view(num_windows, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
+        if regions is not None:
+            region_q, region_k = (r.expand(-1, heads, -1, -1) for r in regions)
+            # first, so that a kernel summing channels in order cancels -c and +c exactly before adding q . k
+            q, k = torch.cat([region_q, q], dim=-1), torch.cat([region_k, k], dim=-1)
+            # fused CPU attention wants v as wide as q and k; the extra channels are dropped below
+            v = F.pad(v, (region_q.shape[-1], 0))
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=self.attention_bias(q.dtype),
                                            dropout_p=self.attn_drop_rate if self.training else 0.0,
                                            scale=self.scale).transpose(1, 2)
-        if _symbolic():
+        if regions is not None:
+            o = o[..., -(c // heads):]
+        elif _symbolic():
             # export records the reshape below as a view of the eager kernel's (K, N, h, d) memory,
             # which the decomposed attention of an exported graph does not produce: copy explicitly
             o = o.clone(memory_format=torch.contiguous_format)
-        return o.reshape(num_windows * n, c)  # eager: free, SDPA returns (K, N, h, d) memory
+        return o.reshape(num_windows * n, c)  # eager without regions: free, SDPA returns (K, N, h, d) memory
 
 
 class ShiftWindowMSA(nn.Module):
@@ -521,9 +584,9 @@ class ShiftWindowMSA(nn.Module):
         self.w_msa = WindowMSA(embed_dims, num_heads, window_size, qkv_bias, qk_scale,
                                attn_drop_rate, proj_drop_rate)
 
-    def forward(self, qkv: Tensor, group_counts: Sequence[int], pattern_masks: Tensor) -> Tensor:
+    def forward(self, qkv: Tensor, regions: Optional[tuple[Tensor, Tensor]] = None) -> Tensor:
         """``(K, N, 3C)`` projected windows -> ``(K * N, C)``, see :meth:`WindowMSA.forward`."""
-        return self.w_msa(qkv, group_counts, pattern_masks)
+        return self.w_msa(qkv, regions)
 
 
 class FFN(nn.Module):
@@ -579,100 +642,70 @@ class SparseSwinBlock(nn.Module):
     def shift_size(self) -> int:
         return self.attn.shift_size
 
-    def forward(self, x: Tensor, geometry: WindowGeometry, batch_size: int,
-                kept_windows: Optional[Tensor] = None, static: bool = False) -> Tensor:
-        """Run the block on the kept windows (all windows when ``kept_windows`` is None).
+    def forward(self, x: Tensor, selection: WindowSelection) -> Tensor:
+        """Run the block on the selected windows.
 
         Args:
-            x: ``(B * H * W, C)`` flat token map; on the static path ``(B * H * W + 1, C)`` whose last
-                row is zero (padded window slots read it and write zeros back to it).
-            geometry: window geometry of this block's map size and shift.
-            batch_size: B.
-            kept_windows: ``(B * k,)`` global ids ``b * nW + w`` of the windows to compute; on the
-                static path ``(B, k)`` window ids of each image.
-            static: take the static-shape path (no host synchronisation; see :class:`SparseViT`).
+            x: ``(B * H * W, C)`` flat token map; for a gathered selection ``(B * H * W + 1, C)``, whose
+                last row is what padded slots read (its content is never used, see :meth:`_forward_gather`).
+            selection: the windows to compute (:class:`WindowSelection`).
 
         Returns:
             ``x``'s shape; rows of pruned windows are the input rows.
         """
-        if static and kept_windows is not None:
-            forward, args = self._forward_static, (x, geometry, kept_windows)
-        else:
-            plan = geometry.plan(batch_size, kept_windows)
-            if plan.slot_rows.numel() == 0:
-                return x
-            forward, args = self._forward, (x, plan, geometry, batch_size)
+        forward = self._forward_gather if selection.rows is not None else self._forward_map
         if self.with_cp and self.training and x.requires_grad:
-            return cp.checkpoint(forward, *args, use_reentrant=False)
-        return forward(*args)
+            return cp.checkpoint(forward, x, selection, use_reentrant=False)
+        return forward(x, selection)
 
-    def _forward(self, x: Tensor, plan: WindowPlan, geometry: WindowGeometry,
-                 batch_size: int) -> Tensor:
+    def _forward_map(self, x: Tensor, selection: WindowSelection) -> Tensor:
+        """Every real token of the map; windows only for attention. Dense, or masked to the kept windows."""
+        geometry, batch_size = selection.geometry, selection.batch_size
+        layout = geometry.dense_layout(batch_size)
         n, c = geometry.tokens_per_window, x.shape[1]
         w_msa = self.attn.w_msa
-        dense = plan.rows is None
-        rows = x if dense else x.index_select(0, plan.rows)  # (M, C) real tokens to compute
         # norm1 and the q/k/v projection on real tokens only, then one gather into windows
-        qkv = w_msa.qkv(self.norm1(rows)).index_select(0, plan.slot_rows)
-        if plan.pad_slots is not None:
-            qkv.index_put_((plan.pad_slots,), w_msa.padding_qkv().to(qkv.dtype))
-        attn = self.attn(qkv.view(-1, n, 3 * c), plan.group_counts, geometry.pattern_masks)
-        attn = w_msa.proj_drop(w_msa.proj(attn.index_select(0, plan.row_slots)))  # back to rows
+        qkv = w_msa.qkv(self.norm1(x)).index_select(0, layout.slot_rows)
+        if layout.pad_slots is not None:
+            qkv.index_put_((layout.pad_slots,), w_msa.padding_qkv().to(qkv.dtype))
+        attn = self.attn(qkv.view(-1, n, 3 * c), selection.regions)
+        attn = w_msa.proj_drop(w_msa.proj(attn.index_select(0, layout.row_slots)))  # back to rows
         image_of_token = None
         if self._drops():
-            hw = geometry.height * geometry.width
-            image_of_token = (torch.arange(rows.shape[0], device=x.device) if dense else plan.rows) // hw
-        y = rows + self._drop_path(attn, image_of_token, batch_size)
+            image_of_token = torch.arange(x.shape[0], device=x.device) // (geometry.height * geometry.width)
+        y = x + self._drop_path(attn, image_of_token, batch_size)
         y = y + self._drop_path(self.ffn(self.norm2(y)), image_of_token, batch_size)
-        if dense:
-            return y
-        return self._write_rows(x, plan.rows, y)
+        if selection.row_mask is not None:
+            y = torch.where(selection.row_mask, y, x)
+        return y
 
-    def _forward_static(self, x: Tensor, geometry: WindowGeometry, kept: Tensor) -> Tensor:
-        """The kept windows with static shapes: every slot of the ``(B, k)`` kept windows is computed,
-        padded ones included, so no shape depends on which windows are kept.
+    def _forward_gather(self, x: Tensor, selection: WindowSelection) -> Tensor:
+        """The kept windows' slots only, padded ones included, with static shapes.
 
-        ``x`` is ``(B * H * W + 1, C)`` with a zero last row: padded slots read it (their q/k/v is then
-        set to :meth:`WindowMSA.padding_qkv`, as on the dynamic path) and write zeros back to it.
+        Padded slots read the extra last row of ``x`` and their normalised tokens are zeroed, as Swin
+        zeroes padding after norm1, so what that row holds never matters; they also write their
+        (unused) results back to it.
         """
-        batch_size, k = kept.shape
+        geometry, batch_size = selection.geometry, selection.batch_size
         n, c = geometry.tokens_per_window, x.shape[1]
-        hw = geometry.height * geometry.width
         w_msa = self.attn.w_msa
-        index = geometry.token_index[kept]  # (B, k, N), -1 for padding
-        rows = index + torch.arange(batch_size, device=x.device).view(-1, 1, 1) * hw
-        pad = None
-        if geometry.has_padding:
-            pad = (index < 0).view(-1, 1)
-            rows = torch.where(index < 0, batch_size * hw, rows)
-        rows = rows.flatten()  # (B * k * N,) map row of every slot
-        tokens = x.index_select(0, rows)
-        qkv = w_msa.qkv(self.norm1(tokens))
-        if pad is not None:
-            qkv = torch.where(pad, w_msa.padding_qkv().to(qkv.dtype), qkv)
-        if geometry.num_patterns > 1:  # each kept window's own shift mask
-            bias = w_msa.attention_bias(geometry.pattern_masks.index_select(0, geometry.pattern_id[kept.flatten()]))
-        else:
-            bias = w_msa.attention_bias(geometry.pattern_masks)
-        attn = w_msa.proj_drop(w_msa.proj(w_msa.attend(qkv.view(-1, n, 3 * c), bias)))
+        tokens = x.index_select(0, selection.rows)
+        normed = self.norm1(tokens)
+        if selection.pad is not None:
+            normed = normed.masked_fill(selection.pad, 0.0)
+        attn = self.attn(w_msa.qkv(normed).view(-1, n, 3 * c), selection.regions)
+        attn = w_msa.proj_drop(w_msa.proj(attn))
         image_of_token = None
         if self._drops():
-            image_of_token = torch.arange(rows.shape[0], device=x.device) // (k * n)
+            image_of_token = torch.arange(tokens.shape[0], device=x.device) // (tokens.shape[0] // batch_size)
         y = tokens + self._drop_path(attn, image_of_token, batch_size)
         y = y + self._drop_path(self.ffn(self.norm2(y)), image_of_token, batch_size)
-        if pad is not None:
-            y = y.masked_fill(pad, 0.0)  # every padded slot writes the same zero: duplicates agree
-        return self._write_rows(x, rows, y)
-
-    @staticmethod
-    def _write_rows(x: Tensor, rows: Tensor, y: Tensor) -> Tensor:
-        """``x`` with ``y`` written to ``rows`` (``(M,)`` row ids, ``y`` ``(M, C)``); the other rows unchanged."""
         if y.dtype != x.dtype:  # under autocast the residual stream may have been promoted
             x = x.to(torch.promote_types(x.dtype, y.dtype))
             y = y.to(x.dtype)
         if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
-            return x.index_copy(0, rows, y)
-        return x.index_copy_(0, rows, y)  # inference: write the computed rows in place
+            return x.index_copy(0, selection.rows, y)
+        return x.index_copy_(0, selection.rows, y)  # inference: write the computed rows in place
 
     def _drops(self) -> bool:
         return self.training and self.drop_path_rate > 0
@@ -711,7 +744,8 @@ class SparseSwinStage(BaseModule):
     """A stage of SparseViT blocks (alternating W-MSA / SW-MSA) and an optional patch merging.
 
     The window ranking is made once per stage, from the input of the first block whose ratio is
-    > 0, once for unshifted and once for shifted windows; each block keeps a prefix of it.
+    > 0, once for unshifted and once for shifted windows; each block keeps the top ``k`` of it, and the
+    blocks with the same shift and ``k`` share one :class:`WindowSelection`.
     """
 
     def __init__(self, embed_dims: int, num_heads: int, feedforward_channels: int, depth: int,
@@ -733,71 +767,73 @@ class SparseSwinStage(BaseModule):
 
     def geometry(self, height: int, width: int, shift: int, device: torch.device) -> WindowGeometry:
         """The window geometry of a ``(height, width)`` map, cached in eager mode."""
+        scale = self.blocks[0].attn.w_msa.scale
         if _symbolic():
             # built in the graph: a cache entry made while tracing would hold graph-time tensors
             # (fake tensors under export)
-            return WindowGeometry(height, width, self.window_size, shift, device)
+            return WindowGeometry(height, width, self.window_size, shift, device, scale)
         key = (height, width, shift, device)
         if key in self._geometries:
             self._geometries.move_to_end(key)
         else:
             with _cache_context():
-                self._geometries[key] = WindowGeometry(height, width, self.window_size, shift, device)
+                self._geometries[key] = WindowGeometry(height, width, self.window_size, shift, device, scale)
             if len(self._geometries) > GEOMETRY_CACHE_SIZE:
                 self._geometries.popitem(last=False)
         return self._geometries[key]
 
-    def window_rankings(self, flat: Tensor, batch_size: int, height: int, width: int) -> dict[int, Tensor]:
-        """For each shift of the stage's blocks, ``(B, nW)`` windows ranked by the importance of ``flat``
-        (scored in float32 whatever the dtype of ``flat`` and any autocast).
-
-        Args:
-            flat: ``(B * H * W, C)`` tokens the importance is taken from.
-        """
+    def window_scores(self, flat: Tensor, batch_size: int, height: int, width: int) -> dict[int, Tensor]:
+        """For each shift of the stage's blocks, the ``(B, nW)`` float32 window scores of ``flat``
+        (``(B * H * W, C)``), whatever its dtype and any autocast. Higher is kept first."""
         geometries = {shift: self.geometry(height, width, shift, flat.device) for shift in self._shifts()}
-        return {shift: rank_windows(scores) for shift, scores in self._scores(flat, batch_size, geometries).items()}
+        return self._scores(flat, batch_size, geometries)
 
-    def _shifts(self) -> set[int]:
-        return {block.shift_size for block in self.blocks}
+    def _shifts(self) -> list[int]:
+        return sorted({block.shift_size for block in self.blocks})
 
     @staticmethod
     def _scores(flat: Tensor, batch_size: int, geometries: dict[int, WindowGeometry]) -> dict[int, Tensor]:
-        """``(B, nW)`` float32 window scores per shift, with autocast off."""
+        """``(B, nW)`` float32 window scores per shift, with autocast off; all shifts in one gather."""
+        shifts = list(geometries)
         # float32: bf16 scores tie or swap near-equal windows and change the kept set
         with torch.autocast(flat.device.type, enabled=False):
             importance = token_importance(flat, batch_size)
-            return {shift: geometry.window_importance(importance) for shift, geometry in geometries.items()}
+            if len(shifts) == 1:
+                return {shifts[0]: geometries[shifts[0]].window_importance(importance)}
+            scores = window_scores(importance, _stacked_score_index(geometries))  # (B, S, nW)
+        return {shift: scores[:, i] for i, shift in enumerate(shifts)}
 
-    def forward(self, x: Tensor, static: bool = False) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, H, W, C)`` -> (stage output ``(B, H, W, C)``, downsampled map or the output).
 
-        Args:
-            static: the static-shape path (see :class:`SparseViT`): each pruned block gets the
-                ``(B, k)`` top windows of each image and the flat map carries one zero row for the
-                padded window slots from the first pruned block to the end of the stage (ratios are
-                non-decreasing, so every later block is pruned too).
+        Pruned blocks have static shapes (fixed by the input shape and the ratios) and never read data
+        back to the host: the ranking is ``torch.topk`` on the device, so the kept windows stay
+        data-dependent inside a captured CUDA graph, a compiled graph or an exported model.
         """
         b, h, w, c = x.shape
         flat = x.reshape(b * h * w, c)
         geometries = {shift: self.geometry(h, w, shift, x.device) for shift in self._shifts()}
-        # per shift: window ids best first (dynamic) or each window's place in that order (static)
-        rankings: dict[int, Tensor] = {}
-        zero_row = False
+        dtype = compute_dtype(flat)
+        scores: Optional[dict[int, Tensor]] = None
+        selections: dict[tuple[int, int], WindowSelection] = {}
+        extended = False
         for block, ratio in zip(self.blocks, self.pruning_ratios):
             geometry = geometries[block.shift_size]
-            kept = None
-            if ratio > 0:
-                if not rankings:  # ranked once per stage, from the first pruned block's input
-                    rank = window_positions if static else rank_windows
-                    rankings = {shift: rank(scores) for shift, scores in self._scores(flat, b, geometries).items()}
-                if not static:
-                    kept = keep_indices(rankings[block.shift_size], ratio)
-                elif (k := num_kept_windows(geometry.num_windows, ratio)) < geometry.num_windows:
-                    kept = top_windows(rankings[block.shift_size], k)
-                    if not zero_row:
-                        flat, zero_row = torch.cat([flat, flat.new_zeros(1, c)]), True
-            flat = block(flat, geometry, b, kept, static)
-        if zero_row:
+            k = num_kept_windows(geometry.num_windows, ratio) if ratio > 0 else geometry.num_windows
+            key = (block.shift_size, k)
+            if key not in selections:
+                if k >= geometry.num_windows:
+                    selections[key] = geometry.dense_selection(b, dtype)
+                else:
+                    if scores is None:  # ranked once per stage, from the first pruned block's input
+                        scores = self._scores(flat, b, geometries)
+                    selections[key] = geometry.selection(top_windows(scores[block.shift_size], k), dtype)
+            selection = selections[key]
+            if selection.rows is not None and not extended:
+                # ratios are non-decreasing, so every later block is gathered too
+                flat, extended = F.pad(flat, (0, 0, 0, 1)), True
+            flat = block(flat, selection)
+        if extended:
             flat = flat[:-1]
         out = flat.view(b, h, w, c)
         return out, (self.downsample(out) if self.downsample is not None else out)
@@ -895,23 +931,15 @@ class SparseViT(BaseModule):
             [0, 1) and non-decreasing within a stage. A block with ratio ``r`` on a map of ``nW``
             windows computes ``max(1, int(nW * (1 - r)))`` windows of each image: at least one,
             so every parameter is used in every forward (DDP without ``find_unused_parameters``).
-        static_shapes: which path pruned blocks take (also the attribute ``static_shapes``).
-            ``None`` (default): the static-shape path while the forward is traced (``torch.compile``,
-            ``torch.export``, ONNX export, ``torch.jit.trace``; see :func:`is_tracing`) and on CUDA,
-            the dynamic path in CPU eager mode (each is the faster one there, docs/benchmarks.md).
-            ``True``: always static. ``False``: always dynamic (a traced forward then breaks the
-            graph at every pruned block, and export fails).
+        cuda_graphs: on CUDA, run inference forwards (no gradient) as captured CUDA graphs, one per
+            (input shape, dtype, autocast, ratios), recaptured when :meth:`set_pruning_ratios` changes
+            the ratios (see :class:`~projects.sparsevit_bevdet.utils.cuda_graphs.GraphedModule`).
+            Training forwards and CPU inputs run eagerly.
 
-    Pruned blocks have two paths with the same outputs (to float rounding) and the same kept windows:
-
-    * dynamic (eager default): computes only the real tokens of the kept windows; it reads the
-      per-pattern window counts and padded slots of the kept set on the host (``.tolist()``,
-      ``nonzero``), so shapes depend on the data;
-    * static: for fixed ratios and input size the kept count per image is known, so each block
-      takes the top ``k`` windows of each image from the ranking (a sort on the device), computes
-      every slot of those ``B * k`` windows (padding included), gives each window its own shift
-      mask and scatters the rows back: no host synchronisation, shapes fixed by the input shape,
-      and the ranking stays data-dependent in a captured graph.
+    For fixed ratios and input size the kept count per image is known, so each pruned block takes the
+    top ``k`` windows of each image (``torch.topk`` on the device), computes their slots and scatters
+    the rows back: no host synchronisation, shapes fixed by the input shape, and the ranking stays
+    data-dependent in a captured graph, a compiled graph and an exported ONNX model.
 
     Public API used by the search and the adaptation hook: :meth:`set_pruning_ratios`,
     :attr:`pruning_ratios`, :meth:`search_space`.
@@ -946,7 +974,7 @@ class SparseViT(BaseModule):
                  init_cfg: Optional[dict] = None,
                  arch: Optional[str] = None,
                  pruning_ratios: RatioSpec = 0.0,
-                 static_shapes: Optional[bool] = None) -> None:
+                 cuda_graphs: bool = False) -> None:
         if pretrained is not None:
             if not isinstance(pretrained, str):
                 raise TypeError(f'pretrained must be a checkpoint path (str) or None, got {pretrained!r}')
@@ -1001,9 +1029,10 @@ class SparseViT(BaseModule):
         if frozen_stages > num_layers:
             raise ValueError(f'frozen_stages must be in [-1, {num_layers}] (-1: none frozen), '
                              f'got {frozen_stages}')
-        if static_shapes is not None and not isinstance(static_shapes, bool):
-            raise TypeError(f'static_shapes must be True, False or None, got {static_shapes!r}')
-        self.static_shapes = static_shapes
+        if not isinstance(cuda_graphs, bool):
+            raise TypeError(f'cuda_graphs must be True or False, got {cuda_graphs!r}')
+        self.cuda_graphs = cuda_graphs
+        self._graphs: Optional[GraphedModule] = None
         self.depths = depths
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
@@ -1098,6 +1127,13 @@ class SparseViT(BaseModule):
     # -- forward ------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> list[Tensor]:
         """``(B, C_in, H, W)`` -> feature maps ``(B, C_i, H_i, W_i)`` for ``out_indices``."""
+        if self.cuda_graphs and x.is_cuda and not torch.is_grad_enabled() and not _symbolic():
+            if self._graphs is None:
+                self._graphs = GraphedModule(self._forward, key=lambda: self.pruning_ratios)
+            return self._graphs(x)
+        return self._forward(x)
+
+    def _forward(self, x: Tensor) -> list[Tensor]:
         x = self.patch_embed(x)
         if self.use_abs_pos_embed:
             b, h, w, c = x.shape
@@ -1106,14 +1142,9 @@ class SparseViT(BaseModule):
                                  f'patch grid, the input gives {(h, w)}')
             x = (x.view(b, h * w, c) + self.absolute_pos_embed).view(b, h, w, c)
         x = self.drop_after_pos(x)
-        if self.static_shapes is None:
-            # on CUDA the dynamic path's host synchronisations cost more than its exact group sizes save
-            static = x.is_cuda or is_tracing()
-        else:
-            static = self.static_shapes
         outs = []
         for i, stage in enumerate(self.stages):
-            out, x = stage(x, static)
+            out, x = stage(x)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(out)
                 outs.append(out.permute(0, 3, 1, 2).contiguous())

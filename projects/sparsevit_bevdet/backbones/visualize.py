@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 
 from ..utils.atomic_io import atomic_save_figure
-from .sparsevit import SparseViT, keep_indices
+from .sparsevit import SparseViT, num_kept_windows, top_windows
 
 
 @torch.no_grad()
@@ -24,12 +24,13 @@ def first_stage_keep_mask(model: SparseViT, images: Tensor, ratio: float) -> Ten
     b, h, w, c = x.shape
     stage = model.stages[0]
     geometry = stage.geometry(h, w, 0, x.device)
-    kept = keep_indices(stage.window_rankings(x.reshape(-1, c), b, h, w)[0], ratio)
     computed = torch.ones(b * h * w, dtype=torch.bool, device=x.device)
-    if kept is not None:
+    k = num_kept_windows(geometry.num_windows, ratio)
+    if ratio > 0 and k < geometry.num_windows:
+        kept = top_windows(stage.window_scores(x.reshape(-1, c), b, h, w)[0], k)  # (B, k)
+        index = geometry.token_index[kept]  # (B, k, N)
+        rows = index + torch.arange(b, device=x.device).view(-1, 1, 1) * h * w
         computed.zero_()
-        index = geometry.token_index[kept % geometry.num_windows]
-        rows = index + (kept // geometry.num_windows * h * w)[:, None]
         computed[rows[index >= 0]] = True
     mask = computed.view(b, 1, h, w).float()
     size = (h * model.patch_size, w * model.patch_size)

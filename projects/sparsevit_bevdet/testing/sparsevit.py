@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ..backbones import SparseViT
+from ..backbones.sparsevit import WindowGeometry
 
 # four stages of W-MSA + SW-MSA blocks; at 64 x 96 the maps 16 x 24 and 8 x 12 need padding
 TINY_SPARSEVIT = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=7,
@@ -33,14 +34,12 @@ def tiny_sparsevit(seed: int = 0, **kwargs) -> SparseViT:
 @contextlib.contextmanager
 def recorded_kept_windows(model: SparseViT) -> Iterator[list[tuple[int, Optional[Tensor]]]]:
     """While active, every block call appends ``(shift, kept)``: ``kept`` is the ``(B, k)`` window ids of
-    each image the block computes (either path), or None when it computes every window."""
+    each image the block computes, sorted, or None when it computes every window."""
     record: list[tuple[int, Optional[Tensor]]] = []
 
     def hook(block: torch.nn.Module, args: tuple) -> None:
-        _, geometry, batch_size, kept, static = args
-        if kept is not None and not static:  # dynamic path: (B * k,) global ids b * nW + w, by image
-            kept = kept.view(batch_size, -1) % geometry.num_windows
-        record.append((block.shift_size, None if kept is None else kept.detach().clone()))
+        windows = args[1].windows
+        record.append((block.shift_size, None if windows is None else windows.detach().sort(dim=1).values))
 
     handles = [block.register_forward_pre_hook(hook) for stage in model.stages for block in stage.blocks]
     try:
@@ -48,3 +47,15 @@ def recorded_kept_windows(model: SparseViT) -> Iterator[list[tuple[int, Optional
     finally:
         for handle in handles:
             handle.remove()
+
+
+def run_block(block: torch.nn.Module, x: Tensor, geometry: WindowGeometry, windows: Optional[Tensor],
+              batch_size: int) -> Tensor:
+    """One block on a ``(B * H * W, C)`` map computing the ``(B, k)`` ``windows`` (all when None), as its stage
+    runs it (the extra row of a gathered selection added and dropped here)."""
+    if windows is None:
+        return block(x, geometry.dense_selection(batch_size, x.dtype))
+    selection = geometry.selection(windows, x.dtype)
+    if selection.rows is None:
+        return block(x, selection)
+    return block(torch.cat([x, x.new_zeros(1, x.shape[1])]), selection)[:-1]

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Callable, Optional
 
-__all__ = ['cpu_name', 'interleaved_times', 'median_ms']
+__all__ = ['cpu_name', 'cuda_event_ms', 'interleaved_times', 'median_ms', 'top_cuda_kernels']
 
 
 def interleaved_times(variants: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1,
@@ -59,3 +59,40 @@ def cpu_name() -> str:
             return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
     except (OSError, StopIteration):
         return 'unknown'
+
+
+def cuda_event_ms(call: Callable[[], object], runs: int) -> float:
+    """Mean GPU milliseconds per call of ``runs`` back-to-back calls, timed by CUDA events on the current
+    stream (no host synchronisation between calls, so the host can queue ahead as in a real pipeline)."""
+    import torch
+
+    if runs < 1:
+        raise ValueError(f'runs must be >= 1, got {runs}')
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(runs):
+        call()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / runs
+
+
+def top_cuda_kernels(call: Callable[[], object], limit: int = 12) -> list[dict]:
+    """The ``limit`` CUDA kernels with the most GPU time in one call: name, calls, total GPU ms."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    call()  # outside the profile: lazy work of a first call
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        call()
+        torch.cuda.synchronize()
+    totals: dict[str, list] = {}
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            entry = totals.setdefault(event.name, [0, 0.0])
+            entry[0] += 1
+            entry[1] += event.device_time_total / 1e3
+    ranked = sorted(totals.items(), key=lambda item: -item[1][1])[:limit]
+    return [dict(name=name, calls=calls, gpu_ms=ms) for name, (calls, ms) in ranked]

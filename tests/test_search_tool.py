@@ -56,10 +56,17 @@ SMALL_SEARCH = ['--population', '2', '--parents', '2', '--generations', '1', '--
 
 @pytest.fixture
 def val_runs(monkeypatch) -> list:
-    """Counts validation runs (each is one scored evaluation)."""
+    """Counts validation runs (each is one scored evaluation); not the one-sample run of every start that checks
+    the evaluator produces --metric."""
     runs = []
     real = ValLoop.run
-    monkeypatch.setattr(ValLoop, 'run', lambda self: runs.append(1) or real(self))
+
+    def run(self):
+        if len(self.dataloader.dataset) > 1:
+            runs.append(1)
+        return real(self)
+
+    monkeypatch.setattr(ValLoop, 'run', run)
     return runs
 
 
@@ -146,7 +153,9 @@ def test_proxy_scoring_and_ratios_in_effect_during_validation(tool, synthetic_nu
     assert best['budget']['latency_ratio'] == 10.0
     assert best['latency_budget_ms'] == pytest.approx(10 * best['budget']['dense_predicted_ms'])
 
-    # one recorded validation run per scored evaluation: proxy runs have 3 batches, full-split runs 6
+    # one recorded validation run per scored evaluation: proxy runs have 3 batches, full-split runs 6; first the
+    # one-sample run that checks the evaluator's keys
+    assert len(RECORDED.pop(0)) == 1
     assert Counter(len(run) for run in RECORDED) == Counter({3: len(proxy['scores']), 6: len(full['scores'])})
     for run in RECORDED:
         assert all(ratios == run[0] for ratios in run)

@@ -35,7 +35,16 @@ import numpy as np
 
 from ..backbones.sparsevit import StageSearchSpace, expand_group_ratios
 from ..utils.atomic_io import atomic_write_json
-from .state import EVALUATION_FIELDS, RATIOS, GroupRatios, canonical, check_fingerprint, fingerprint_diffs, read_state
+from .state import (
+    EVALUATION_FIELDS,
+    RATIOS,
+    GroupRatios,
+    canonical,
+    check_fingerprint,
+    check_state_shape,
+    fingerprint_diffs,
+    read_state,
+)
 
 DEFAULT_RATIO_CHOICES = tuple(round(0.1 * i, 1) for i in range(9))
 Log = Callable[[str], None]
@@ -157,7 +166,7 @@ class _BudgetedSearch:
             return None
         state = read_state(self.state_file, dict(
             fingerprint=dict, generation=int, evaluations=[EVALUATION_FIELDS],
-            latencies=[dict(ratios=RATIOS, latency=float)], rng=dict, **self._EXTRA_FIELDS))
+            latencies=[dict(ratios=RATIOS, latency=float)], rng=dict))
         if state is None:
             return None
         diffs = fingerprint_diffs(state['fingerprint'], self.fingerprint)
@@ -167,6 +176,8 @@ class _BudgetedSearch:
                      'evaluation: starting afresh')
             return None
         check_fingerprint(self.state_file, state['fingerprint'], self.fingerprint)
+        # the fields of this kind of search, once the fingerprint says it is one
+        check_state_shape(self.state_file, state, self._EXTRA_FIELDS)
         self.generation = state['generation']
         for e in state['evaluations']:
             ratios = canonical(e['ratios'])

@@ -27,6 +27,7 @@ __all__ = [
     'StateMismatchError',
     'canonical',
     'check_fingerprint',
+    'check_state_shape',
     'fingerprint_diffs',
     'read_state',
 ]
@@ -125,8 +126,13 @@ def read_state(path: Path, shape: Optional[dict] = None) -> Optional[dict]:
         state = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f'{path}: corrupt search state ({err}); delete it to start over') from err
-    _check(path, 'the file', state, shape or {})
+    check_state_shape(path, state, shape or {})
     return state
+
+
+def check_state_shape(path: Path, state: Any, shape: dict) -> None:
+    """Raise :class:`StateFormatError` naming the field and value where ``state`` is not of ``shape``."""
+    _check(path, 'the file', state, shape)
 
 
 class ScoreStore:

@@ -7,7 +7,8 @@
         --train-scenes 32 --val-scenes 10 --samples-per-scene 12 --val-samples-per-scene 32 --create-infos
 
 Writes v1.0-mini/ or a partial v1.0-trainval/ (13 tables), samples/CAM_*/ (JPEGs), samples/LIDAR_TOP/
-(.pcd.bin), maps/ and, with --create-infos, the mmdet3d info pkls (same as `tools/create_data.py nuscenes` afterwards). See
+(.pcd.bin), maps/ and, with --create-infos, the mmdet3d info pkls (same as `tools/create_data.py nuscenes`
+afterwards). See
 projects/sparsevit_bevdet/synthetic/nuscenes/ for what the world contains.
 """
 import argparse

@@ -8,7 +8,6 @@ from mmdet.models.backbones import SwinTransformer
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from projects.sparsevit_bevdet.backbones import SparseViT
-from projects.sparsevit_bevdet.backbones import sparsevit as sv
 from projects.sparsevit_bevdet.testing.sparsevit import recorded_kept_windows, run_block, tiny_sparsevit
 from projects.sparsevit_bevdet.utils.op_count import count_dispatched_ops
 
@@ -65,11 +64,8 @@ def test_gathered_and_masked_selections_agree(model, shift):
     windows = torch.tensor([[0, 2, 14], [1, 3, 4]])
     with torch.no_grad():
         gathered = run_block(block, x.clone(), geometry, windows, b)
-        # the masked form geometry.selection takes for large kept sets, here for the same windows
-        computed = torch.zeros(b, geometry.num_windows, dtype=torch.bool).scatter_(1, windows, True)
-        masked_selection = sv.WindowSelection(geometry, b, windows,
-                                              row_mask=computed[:, geometry.row_window()].reshape(-1, 1),
-                                              regions=geometry.dense_selection(b, torch.float32).regions)
+        # the form geometry.selection takes for large kept sets, here for the same windows
+        masked_selection = geometry.masked_selection(windows, torch.float32)
         masked = block(x.clone(), masked_selection)
     torch.testing.assert_close(gathered, masked, rtol=0, atol=1e-5)
     assert not torch.equal(gathered, x)

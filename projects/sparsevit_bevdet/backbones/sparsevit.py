@@ -248,7 +248,8 @@ class WindowGeometry:
         self._dense_layouts: dict[int, DenseLayout] = {}
         self._slot_rows: dict[int, Tensor] = {}
         self._dense_selections: dict[tuple, WindowSelection] = {}
-        self._row_window: Optional[Tensor] = None
+        self._row_window: dict[None, Tensor] = {}
+        self._stacked_score_indices: dict[tuple, Tensor] = {}
 
     def window_importance(self, importance: Tensor) -> Tensor:
         """Score windows by the L2 norm of their tokens' importance.
@@ -285,16 +286,12 @@ class WindowGeometry:
 
     def row_window(self) -> Tensor:
         """``(H * W,)`` window of each map row."""
-        if self._row_window is None or _symbolic():
+        def build() -> Tensor:
             hw, n = self.height * self.width, self.tokens_per_window
             windows = torch.arange(self.num_windows, device=self.device).repeat_interleave(n)
             rows = torch.where(self.token_index < 0, hw, self.token_index).flatten()
-            with _cache_context():
-                row_window = windows.new_zeros(hw + 1).index_put_((rows,), windows)[:hw]
-            if _symbolic():
-                return row_window
-            self._row_window = row_window
-        return self._row_window
+            return windows.new_zeros(hw + 1).index_put_((rows,), windows)[:hw]
+        return self._cached(self._row_window, None, build)
 
     def _build_dense_layout(self, batch_size: int) -> DenseLayout:
         # Index arithmetic only (no sort, no host synchronisation): a traced forward builds this in the graph.
@@ -343,14 +340,19 @@ class WindowGeometry:
         batch_size, k = windows.shape
         n, hw = self.tokens_per_window, self.height * self.width
         if k * n >= hw:
-            computed = windows.new_zeros(batch_size, self.num_windows, dtype=torch.bool).scatter_(1, windows, True)
-            row_mask = computed[:, self.row_window()].reshape(-1, 1)
-            return WindowSelection(self, batch_size, windows, row_mask=row_mask,
-                                   regions=self.dense_selection(batch_size, dtype).regions)
+            return self.masked_selection(windows, dtype)
         rows = self.slot_rows(batch_size).gather(1, windows[:, :, None].expand(-1, -1, n)).flatten()
         pad = (rows == batch_size * hw)[:, None] if self.has_padding else None
         return WindowSelection(self, batch_size, windows, rows=rows, pad=pad,
                                regions=self.regions(windows, batch_size, dtype))
+
+    def masked_selection(self, windows: Tensor, dtype: torch.dtype) -> WindowSelection:
+        """The ``(B, k)`` kept windows computed as part of the whole map, only their rows written."""
+        batch_size = windows.shape[0]
+        computed = windows.new_zeros(batch_size, self.num_windows, dtype=torch.bool).scatter_(1, windows, True)
+        row_mask = computed[:, self.row_window()].reshape(-1, 1)
+        return WindowSelection(self, batch_size, windows, row_mask=row_mask,
+                               regions=self.dense_selection(batch_size, dtype).regions)
 
 
 @dataclass
@@ -411,17 +413,10 @@ def window_scores(importance: Tensor, score_index: Tensor) -> Tensor:
 
 
 def _stacked_score_index(geometries: dict[int, WindowGeometry]) -> Tensor:
-    """``(S, nW, N)`` score index of every shift of a stage (kept by the first geometry)."""
+    """``(S, nW, N)`` score index of every shift of a stage (cached by the first geometry)."""
     first = next(iter(geometries.values()))
-    key = tuple(geometries)
-    cached = getattr(first, '_stacked_score_index', None)
-    if cached is not None and cached[0] == key and not _symbolic():
-        return cached[1]
-    with _cache_context():
-        stacked = torch.stack([geometry.score_index for geometry in geometries.values()])
-    if not _symbolic():
-        first._stacked_score_index = (key, stacked)
-    return stacked
+    return first._cached(first._stacked_score_indices, tuple(geometries),
+                         lambda: torch.stack([geometry.score_index for geometry in geometries.values()]))
 
 
 def num_kept_windows(num_windows: int, ratio: float) -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -242,3 +244,27 @@ def test_create_data_cli(synthetic_nuscenes, tmp_path, capsys):
     rc = create_data.main(['nuscenes', '--root-path', str(tmp_path / 'nope'), '--version', 'v1.0-mini',
                            '--out-dir', str(tmp_path)])
     assert rc == 1 and 'nope' in capsys.readouterr().err
+
+
+def test_real_data_path_does_not_import_the_synthetic_generator():
+    """The converter, tools/create_data.py and the format constants work without the synthetic package: importing
+    them (in a fresh interpreter) loads no module of ``projects.sparsevit_bevdet.synthetic``."""
+    code = textwrap.dedent("""
+        import runpy, sys
+        import projects.sparsevit_bevdet.datasets.nuscenes_converter
+        import projects.sparsevit_bevdet.datasets.nuscenes_format
+        runpy.run_path(sys.argv[1], run_name='create_data')  # the tool's imports, not its main()
+        print(sorted(m for m in sys.modules if m.startswith('projects.sparsevit_bevdet.synthetic')))
+        """)
+    out = subprocess.run([sys.executable, '-c', code, str(REPO_ROOT / 'tools' / 'create_data.py')], cwd=REPO_ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == '[]'
+
+
+def test_generator_writes_the_data_path_constants():
+    from projects.sparsevit_bevdet.datasets import nuscenes_format
+    from projects.sparsevit_bevdet.synthetic.nuscenes import tables, world
+
+    assert (CAMERA_NAMES, DETECTION_CLASSES) == (nuscenes_format.CAMERA_NAMES, nuscenes_format.DETECTION_CLASSES)
+    assert world.CAMERA_NAMES is nuscenes_format.CAMERA_NAMES and tables.TABLE_NAMES is nuscenes_format.TABLE_NAMES
+    assert tables.CATEGORIES is nuscenes_format.CATEGORIES

@@ -1,8 +1,10 @@
 """nuScenes -> mmdet3d 1.x info pkls, through the official devkit, for any nuScenes root.
 
 The same code converts real nuScenes (``v1.0-trainval``, ``v1.0-mini``, ``v1.0-test``) and the synthetic
-database of :mod:`.synthetic_nuscenes`. Output: ``<out_dir>/<extra_tag>_infos_{train,val}.pkl`` (or
-``..._test.pkl`` for ``v1.0-test``), each ``dict(metainfo=..., data_list=[...])``.
+database of :mod:`projects.sparsevit_bevdet.synthetic.nuscenes`; the format constants come from
+:mod:`.nuscenes_format`, which the generator imports too (the converter never imports the generator).
+Output: ``<out_dir>/<extra_tag>_infos_{train,val}.pkl`` (or ``..._test.pkl`` for ``v1.0-test``), each
+``dict(metainfo=..., data_list=[...])``.
 
 ``metainfo``: ``categories`` (class -> label), ``classes``, ``dataset='nuscenes'``, ``version``,
 ``info_version='1.1'``, ``split`` and ``scene_split`` (the devkit split name).
@@ -53,9 +55,16 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence,
 
 import numpy as np
 
-from ..synthetic.nuscenes import CAMERA_NAMES, DETECTION_CLASSES, TABLE_NAMES
 from ..utils.atomic_io import atomic_replace_many
 from .geometry import pose_matrix, quat_to_matrix, yaw_of_matrix
+from .nuscenes_format import (
+    ATTRIBUTE_NAMES,
+    CAMERA_NAMES,
+    DETECTION_CLASSES,
+    LIDAR_POINT_DIMS,
+    TABLE_NAMES,
+    VERSIONS,
+)
 
 if TYPE_CHECKING:
     from nuscenes import NuScenes
@@ -64,19 +73,12 @@ __all__ = ['ATTRIBUTE_NAMES', 'LIDAR_POINT_DIMS', 'REQUIRED_FIELDS', 'SPLITS_BY_
            'check_lidar_file', 'check_required_fields', 'check_table_references', 'create_nuscenes_infos',
            'load_nuscenes']
 
-VERSIONS = ('v1.0-trainval', 'v1.0-mini', 'v1.0-test')
 # devkit split name -> name of the output pkl
 SPLITS_BY_VERSION: Dict[str, Dict[str, str]] = {
     'v1.0-trainval': {'train': 'train', 'val': 'val'},
     'v1.0-mini': {'mini_train': 'train', 'mini_val': 'val'},
     'v1.0-test': {'test': 'test'},
 }
-# mmdet3d's attribute order (NuScenesDataset.AttrMapping in mmdet3d 0.x; FCOS3D's attr_labels).
-ATTRIBUTE_NAMES = ('cycle.with_rider', 'cycle.without_rider', 'pedestrian.moving', 'pedestrian.standing',
-                   'pedestrian.sitting_lying_down', 'vehicle.moving', 'vehicle.parked', 'vehicle.stopped')
-
-# nuScenes LIDAR_TOP .pcd.bin: float32 x, y, z, intensity, ring index per point
-LIDAR_POINT_DIMS = 5
 # Fields of each table that the devkit or this converter read (foreign keys are in _REFERENCES) and the form of
 # their values: 'str', 'int', 'number', 'vec3' / 'vec4' (lists of numbers), 'list'.
 REQUIRED_FIELDS: Dict[str, Dict[str, str]] = {

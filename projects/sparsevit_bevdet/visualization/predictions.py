@@ -12,7 +12,7 @@ from typing import Any, Sequence, Tuple
 
 import numpy as np
 
-from ..synthetic.nuscenes import CAMERA_NAMES
+from ..datasets.nuscenes_format import CAMERA_NAMES
 from ..utils.atomic_io import atomic_open
 
 __all__ = ['CAMERA_GRID', 'box_corners', 'plot_predictions', 'plot_sample_predictions', 'project_to_image']

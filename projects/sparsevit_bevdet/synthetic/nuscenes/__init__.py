@@ -27,16 +27,15 @@ Everything derives from one seed: the same seed gives byte-identical tables and 
 and tables are written atomically, and the tables go to a temporary folder that is renamed to
 ``v1.0-mini`` only at the very end, so an interrupted run never looks like a complete database.
 
-Modules, in the order the data is made: :mod:`.world` (format constants, :class:`SyntheticNuScenesConfig`, the
-scenes), :mod:`.render` (camera images), :mod:`.lidar` (point clouds), :mod:`.tables` (the 13 tables, map
-masks) and :mod:`.generate` (the driver: parallel rendering, atomic writes).
+Modules, in the order the data is made: :mod:`.world` (:class:`SyntheticNuScenesConfig`, the scenes),
+:mod:`.render` (camera images), :mod:`.lidar` (point clouds), :mod:`.tables` (the 13 tables, map masks) and
+:mod:`.generate` (the driver: parallel rendering, atomic writes). The format constants (table, camera and class
+names) come from :mod:`projects.sparsevit_bevdet.datasets.nuscenes_format`, which the real-data converter uses.
 """
+from ...datasets.nuscenes_format import CAMERA_NAMES, DETECTION_CLASSES, TABLE_NAMES
 from .generate import generate_synthetic_nuscenes
 from .world import (
-    CAMERA_NAMES,
-    DETECTION_CLASSES,
     MARKER_FILE,
-    TABLE_NAMES,
     GenerationSummary,
     SyntheticNuScenesConfig,
     build_worlds,

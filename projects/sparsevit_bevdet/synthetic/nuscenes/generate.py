@@ -13,17 +13,15 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from ...datasets.nuscenes_format import CAMERA_NAMES, DETECTION_CLASSES, TABLE_NAMES
 from ...utils.atomic_io import atomic_write_bytes, atomic_write_json
 from ..common import rng_for, write_image
 from .lidar import lidar_points
 from .render import CameraView, noise_tile, render_camera
 from .tables import build_tables
 from .world import (
-    CAMERA_NAMES,
-    DETECTION_CLASSES,
     GENERATOR_VERSION,
     MARKER_FILE,
-    TABLE_NAMES,
     VERSIONS,
     GenerationSummary,
     SceneWorld,

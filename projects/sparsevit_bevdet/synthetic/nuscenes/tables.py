@@ -7,17 +7,14 @@ import cv2
 import numpy as np
 
 from ...datasets.geometry import yaw_quat
+from ...datasets.nuscenes_format import CAMERA_NAMES, CATEGORIES, DETECTION_CLASSES, TABLE_NAMES
 from ..common import rng_for
 from .world import (
     ATTRIBUTES,
-    CAMERA_NAMES,
-    CATEGORIES,
     CLASS_SPECS,
-    DETECTION_CLASSES,
     LOCATIONS,
     MAP_RESOLUTION,
     MAP_SIZE_PX,
-    TABLE_NAMES,
     VISIBILITY_LEVELS,
     SceneWorld,
     SyntheticNuScenesConfig,

@@ -1,4 +1,4 @@
-"""The synthetic world: format constants, generation settings, scenes with ego motion, objects and the rig."""
+"""The synthetic world: generation settings, scenes with ego motion, objects and the rig."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ...datasets.geometry import quat_axis_angle, quat_mul, quat_to_matrix, rot_z, yaw_quat
+from ...datasets.nuscenes_format import CAMERA_NAMES, DETECTION_CLASSES  # the data path's; the converter's too
 
 VERSION = 'v1.0-mini'
 # A partial trainval database: scenes named from the devkit's train / val splits, as many as asked for. The
@@ -21,24 +22,6 @@ MARKER_FILE = 'synthetic_nuscenes.json'
 # annotated span after 200 attempts tries shorter ones (v3 failed on a 32-sample val scene of the demo set)
 GENERATOR_VERSION = 4
 
-TABLE_NAMES = ('category', 'attribute', 'visibility', 'instance', 'sensor', 'calibrated_sensor',
-               'ego_pose', 'log', 'scene', 'sample', 'sample_data', 'sample_annotation', 'map')
-# mmdet3d's camera order (its nuScenes converter and LoadMultiViewImageFromFiles keep dict order).
-CAMERA_NAMES = ('CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_FRONT_LEFT', 'CAM_BACK', 'CAM_BACK_LEFT',
-                'CAM_BACK_RIGHT')
-# mmdet3d's NuScenesDataset class order; info labels index this tuple.
-DETECTION_CLASSES = ('car', 'truck', 'trailer', 'bus', 'construction_vehicle', 'bicycle', 'motorcycle',
-                     'pedestrian', 'traffic_cone', 'barrier')
-
-# The 23 nuScenes categories (the devkit maps 10 of the detection classes onto them).
-CATEGORIES = (
-    'human.pedestrian.adult', 'human.pedestrian.child', 'human.pedestrian.wheelchair',
-    'human.pedestrian.stroller', 'human.pedestrian.personal_mobility', 'human.pedestrian.police_officer',
-    'human.pedestrian.construction_worker', 'animal', 'vehicle.car', 'vehicle.motorcycle',
-    'vehicle.bicycle', 'vehicle.bus.bendy', 'vehicle.bus.rigid', 'vehicle.truck', 'vehicle.construction',
-    'vehicle.emergency.ambulance', 'vehicle.emergency.police', 'vehicle.trailer', 'movable_object.barrier',
-    'movable_object.trafficcone', 'movable_object.pushable_pullable', 'movable_object.debris',
-    'static_object.bicycle_rack')
 ATTRIBUTES = ('vehicle.moving', 'vehicle.stopped', 'vehicle.parked', 'cycle.with_rider',
               'cycle.without_rider', 'pedestrian.sitting_lying_down', 'pedestrian.standing',
               'pedestrian.moving')

@@ -108,3 +108,93 @@ def test_interleaved_measurement_and_check(encoder, images, table):
     assert check['max_abs_relative_error'] == max(errors)
     assert check['meets_goal'] == (max(errors) <= check['goal'])
     assert check['key'] == table.key
+
+
+# ----------------------------------------------------------------------------------------------------
+# calibration against whole measured configurations, with a fake timer (no timing in these tests)
+
+def _toy_table() -> LatencyTable:
+    """2 stages x 2 blocks; each block 5 / 3.5 / 2.5 ms at ratio 0 / 0.4 / 0.8: dense 20 ms, uniform 0.4 14 ms,
+    uniform 0.8 10 ms, every other configuration in between."""
+    return LatencyTable(key=dict(device='fake'), ratio_choices=[0.0, 0.4, 0.8], remainder_ms=0.0,
+                        overhead_ms=[[0.0] * 3] * 2, blocks_ms=[[[5.0, 3.5, 2.5]] * 2] * 2,
+                        uniform_total_ms=[20.0, 14.0, 10.0], repeats=1)
+
+
+def _true_ms(table: LatencyTable, config) -> float:
+    """The fake machine: the profile over-predicts dense by 11 % and the sparsest configuration by 5 %, linearly
+    in between (as the synthetic-COCO search saw)."""
+    raw = table.predict_uncalibrated(config)
+    return raw * (1 / 1.05 + (1 / 1.11 - 1 / 1.05) * (raw - 10.0) / 10.0)
+
+
+def _fake_timer(table: LatencyTable, calls: list):
+    def measure(configs, repeats):
+        calls.append(len(configs))
+        return [[_true_ms(table, c)] * repeats for c in configs]
+    return measure
+
+
+def test_calibration_arithmetic_and_relative_budget():
+    table = _toy_table()
+    calls = []
+    calibrated = latency_table.calibrate(table, _fake_timer(table, calls), repeats=3)
+    cal = calibrated.calibration
+    assert calls == [3] and cal.ratios == [0.0, 0.4, 0.8] and cal.repeats == 3 and cal.key == table.key
+    assert cal.predicted_ms == [20.0, 14.0, 10.0]
+    assert cal.measured_ms == pytest.approx([_true_ms(table, table.uniform(r)) for r in cal.ratios])
+    assert calibrated.predict(table.uniform(0.0)) == pytest.approx(20.0 / 1.11)  # dense: the measured dense
+    # between the calibrated points the factor is linear in the predicted latency; beyond them, constant
+    mixed = [[0.0, 0.0], [0.0, 0.4]]  # 18.5 ms uncalibrated
+    f0, f1 = cal.factors[1], cal.factors[0]  # at 14 and 20 ms
+    assert calibrated.predict(mixed) == pytest.approx(18.5 * (f0 + (f1 - f0) * (18.5 - 14.0) / 6.0))
+    assert cal.factor(5.0) == cal.factors[2] and cal.factor(30.0) == cal.factors[0]
+    assert table.predict(mixed) == 18.5  # an uncalibrated table predicts the profile's sum
+
+    # 0.75 x dense: the slowest configuration predicted within the budget, re-measured on the fake machine
+    configs = [[[a, b], [c, d]] for a in table.ratio_choices for b in table.ratio_choices
+               for c in table.ratio_choices for d in table.ratio_choices]
+
+    def pick_ratio(t: LatencyTable) -> float:
+        budget = 0.75 * t.predict(t.uniform(0.0))
+        pick = max((c for c in configs if t.predict(c) <= budget), key=t.predict)
+        return _true_ms(table, pick) / _true_ms(table, table.uniform(0.0))
+
+    assert pick_ratio(table) > 0.76  # the uncalibrated table's pick misses the budget (as on synthetic COCO)
+    assert 0.74 < pick_ratio(calibrated) <= 0.75
+
+
+def test_calibration_persisted_reloaded_and_redone_for_another_profile(encoder, images, tmp_path, monkeypatch):
+    path, logs, calls = tmp_path / 'latency_table.json', [], []
+
+    def measure(configs, repeats):  # a fake timer: the dense encoder 10 ms, uniform r (1 - r / 2) x
+        calls.append(repeats)
+        return [[10.0 * (1 - c[0][0] / 2)] * repeats for c in configs]
+
+    def load() -> LatencyTable:
+        table = load_or_profile(path, encoder, images, CHOICES, repeats=1, warmup=0, log=logs.append)
+        return latency_table.ensure_calibrated(path, table, measure, repeats=2, log=logs.append)
+
+    first = load()
+    assert calls == [2] and first.predict(first.uniform(0.0)) == pytest.approx(10.0)
+    saved = json.loads(path.read_text())
+    assert saved['calibration']['key'] == saved['key'] == first.key
+    assert saved['calibration']['measured_ms'] == [10.0, 7.5] and saved['calibration']['ratios'] == CHOICES
+    assert saved['calibration']['profile_sha256'] == first.profile_sha256()
+    # reloaded with the table: not measured again
+    again = load()
+    assert calls == [2] and again == first and 'reusing the calibration' in logs[-1]
+
+    # a profile that changed since (its entries edited): the calibration is refused, then measured again
+    saved['blocks_ms'][0][0][0] *= 2
+    with pytest.raises(latency_table.CalibrationMismatchError, match='another profile'):
+        LatencyTable.from_json(saved)
+    path.write_text(json.dumps(saved))
+    edited = load()
+    assert calls == [2, 2] and any('dropping its calibration' in m for m in logs)
+    assert edited.calibration.profile_sha256 == edited.profile_sha256() != first.profile_sha256()
+    # another setting (here the thread count): a new profile, calibrated anew
+    monkeypatch.setattr(torch, 'get_num_threads', lambda: 7)
+    other = load()
+    assert calls == [2, 2, 2] and other.calibration.key['threads'] == 7
+    assert json.loads(path.read_text())['calibration']['key']['threads'] == 7

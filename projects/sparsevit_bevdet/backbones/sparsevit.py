@@ -228,8 +228,6 @@ class WindowGeometry:
         index = torch.where(valid, py * width + px, torch.full_like(py * px, -1))
         self.token_index = index.reshape(self.num_windows, ws * ws)
         self.has_padding = hp != height or wp != width
-        # token rows for scoring: padding reads an appended zero importance (row H * W)
-        self.score_index = torch.where(self.token_index < 0, height * width, self.token_index)
         self.region_channels = None
         if shift > 0:
             # Only the last window row / column straddles a region border of the rolled map: a token's
@@ -249,7 +247,7 @@ class WindowGeometry:
         self._slot_rows: dict[int, Tensor] = {}
         self._dense_selections: dict[tuple, WindowSelection] = {}
         self._row_window: dict[None, Tensor] = {}
-        self._stacked_score_indices: dict[tuple, Tensor] = {}
+        self._stacked_slot_rows: dict[tuple, Tensor] = {}
 
     def window_importance(self, importance: Tensor) -> Tensor:
         """Score windows by the L2 norm of their tokens' importance.
@@ -260,7 +258,8 @@ class WindowGeometry:
         Returns:
             ``(B, nW)`` window scores; padded tokens count as zero.
         """
-        return window_scores(importance, self.score_index)
+        batch_size = importance.shape[0]
+        return window_scores(importance.reshape(-1), self.slot_rows(batch_size), self.has_padding)
 
     # -- cached index maps (built once per batch size) ----------------------------------------
     def _cached(self, cache: dict, key: object, build) -> object:
@@ -337,14 +336,8 @@ class WindowGeometry:
         tokens; otherwise masked (the block computes the whole map as a dense block does, which is then
         cheaper, and keeps the kept windows' rows).
         """
-        batch_size, k = windows.shape
-        n, hw = self.tokens_per_window, self.height * self.width
-        if k * n >= hw:
-            return self.masked_selection(windows, dtype)
-        rows = self.slot_rows(batch_size).gather(1, windows[:, :, None].expand(-1, -1, n)).flatten()
-        pad = (rows == batch_size * hw)[:, None] if self.has_padding else None
-        return WindowSelection(self, batch_size, windows, rows=rows, pad=pad,
-                               regions=self.regions(windows, batch_size, dtype))
+        key = (self.shift, windows.shape[1])
+        return select_windows([self], windows[None], {key}, dtype)[key]
 
     def masked_selection(self, windows: Tensor, dtype: torch.dtype) -> WindowSelection:
         """The ``(B, k)`` kept windows computed as part of the whole map, only their rows written."""
@@ -385,7 +378,8 @@ class WindowSelection:
         geometry: the window geometry of the block's map size and shift.
         batch_size: B.
         windows: ``(B, k)`` ids of the kept windows of each image, None for every window.
-        rows: ``(K * N,)`` row of each kept slot in the extended ``(B * H * W + 1, C)`` map.
+        rows: ``(K * N,)`` row of each kept slot in the ``(B * H * W, C)`` map, extended by one row (what
+            padded slots read and write) when the map needs padding.
         pad: ``(K * N, 1)`` bool, the padded kept slots (None without padding).
         row_mask: ``(B * H * W, 1)`` bool, rows that belong to a kept window.
         regions: ``(K, 1, N, R)`` region channels of q and k (shifted blocks), see :class:`WindowGeometry`.
@@ -406,17 +400,59 @@ def token_importance(x: Tensor, batch_size: int) -> Tensor:
     return torch.linalg.vector_norm(x.detach(), ord=1, dim=-1, dtype=torch.float32).view(batch_size, -1)
 
 
-def window_scores(importance: Tensor, score_index: Tensor) -> Tensor:
-    """``(B, H*W)`` token importance and ``(..., nW, N)`` token rows of windows (``H*W`` for padding) ->
-    ``(B, ..., nW)`` L2 norm of each window's token importances, padding counted as zero."""
-    return F.pad(importance, (0, 1))[:, score_index].norm(dim=-1)
+def window_scores(importance: Tensor, slot_rows: Tensor, padded: bool) -> Tensor:
+    """``(M,)`` importance of the flat map's rows and ``(..., N)`` rows of window slots (``M`` for padded slots
+    when ``padded``) -> ``(...)`` L2 norm of each window's token importances, padding counted as zero."""
+    if padded:
+        importance = F.pad(importance, (0, 1))
+    return importance[slot_rows].norm(dim=-1)
 
 
-def _stacked_score_index(geometries: dict[int, WindowGeometry]) -> Tensor:
-    """``(S, nW, N)`` score index of every shift of a stage (cached by the first geometry)."""
-    first = next(iter(geometries.values()))
-    return first._cached(first._stacked_score_indices, tuple(geometries),
-                         lambda: torch.stack([geometry.score_index for geometry in geometries.values()]))
+def stacked_slot_rows(geometries: Sequence[WindowGeometry], batch_size: int) -> Tensor:
+    """``(S, B, nW, N)`` :meth:`WindowGeometry.slot_rows` of the geometries of one map (one per shift), stacked
+    so that one gather serves every shift (cached by the first geometry)."""
+    first = geometries[0]
+    key = (tuple(geometry.shift for geometry in geometries), batch_size)
+    return first._cached(first._stacked_slot_rows, key,
+                         lambda: torch.stack([geometry.slot_rows(batch_size) for geometry in geometries]))
+
+
+def select_windows(geometries: Sequence[WindowGeometry], order: Tensor, keys: set[tuple[int, int]],
+                   dtype: torch.dtype) -> dict[tuple[int, int], WindowSelection]:
+    """The selections of the ``(shift, k)`` keys from a ranking of the windows of one map.
+
+    Args:
+        geometries: the map's geometry of each ranked shift.
+        order: ``(S, B, >= k)`` window ids of each geometry and image, best first (:func:`top_windows`).
+        keys: the (shift, kept count) pairs wanted.
+        dtype: compute dtype (of the region channels).
+
+    The gathered selections of one ``k`` share one gather of slot rows (and one padding test) for all shifts.
+    """
+    first = geometries[0]
+    n, hw, batch_size = first.tokens_per_window, first.height * first.width, order.shape[1]
+    out: dict[tuple[int, int], WindowSelection] = {}
+    for k in sorted({k for _, k in keys}):
+        windows = order[..., :k]
+        members = [i for i, geometry in enumerate(geometries) if (geometry.shift, k) in keys]
+        if k * n >= hw:
+            for i in members:
+                out[(geometries[i].shift, k)] = geometries[i].masked_selection(windows[i], dtype)
+            continue
+        if len(members) == len(geometries):
+            groups = [(members, stacked_slot_rows(geometries, batch_size), windows)]
+        else:
+            groups = [([i], geometries[i].slot_rows(batch_size)[None], windows[i:i + 1]) for i in members]
+        for group, table, group_windows in groups:
+            rows = table.gather(2, group_windows[..., None].expand(-1, -1, -1, n))  # (S', B, k, N)
+            pad = rows == batch_size * hw if first.has_padding else None
+            for j, i in enumerate(group):
+                geometry = geometries[i]
+                out[(geometry.shift, k)] = WindowSelection(
+                    geometry, batch_size, windows[i], rows=rows[j].flatten(),
+                    pad=None if pad is None else pad[j].view(-1, 1),
+                    regions=geometry.regions(windows[i], batch_size, dtype))
+    return out
 
 
 def num_kept_windows(num_windows: int, ratio: float) -> int:
@@ -429,15 +465,16 @@ def num_kept_windows(num_windows: int, ratio: float) -> int:
 
 
 def top_windows(scores: Tensor, k: int) -> Tensor:
-    """``(B, nW)`` window scores -> ``(B, k)`` ids of each image's ``k`` highest-scoring windows, best first;
-    equal scores (e.g. windows of a black image border) in id order.
+    """``(..., nW)`` window scores -> ``(..., k)`` ids of the ``k`` highest-scoring windows, best first; equal
+    scores (e.g. windows of a black image border) in id order.
 
-    One stable sort on the device, no host synchronisation. ``torch.topk``'s order among equal scores is
-    unspecified; ONNX ``TopK``, which an exported model runs (the exporter has no stable sort), takes the lower
-    index first, as the stable sort does, so PyTorch and exported models keep the same windows."""
+    One stable sort on the device, no host synchronisation; stacked scores (one row per image and shift)
+    are ranked in the same call. ``torch.topk``'s order among equal scores is unspecified; ONNX ``TopK``,
+    which an exported model runs (the exporter has no stable sort), takes the lower index first, as the stable
+    sort does, so PyTorch and exported models keep the same windows."""
     if torch.onnx.is_in_onnx_export():
-        return torch.topk(scores, k, dim=1).indices
-    return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+        return torch.topk(scores, k, dim=-1).indices
+    return torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :k]
 
 
 def drop_path_per_image(x: Tensor, image_of_token: Tensor, batch_size: int, drop_prob: float,
@@ -641,8 +678,9 @@ class SparseSwinBlock(nn.Module):
         """Run the block on the selected windows.
 
         Args:
-            x: ``(B * H * W, C)`` flat token map; for a gathered selection ``(B * H * W + 1, C)``, whose
-                last row is what padded slots read (its content is never used, see :meth:`_forward_gather`).
+            x: ``(B * H * W, C)`` flat token map; for a gathered selection with padded slots (``pad`` set)
+                ``(B * H * W + 1, C)``, whose last row is what padded slots read (its content is never used,
+                see :meth:`_forward_gather`).
             selection: the windows to compute (:class:`WindowSelection`).
 
         Returns:
@@ -743,6 +781,9 @@ class SparseSwinStage(BaseModule):
     blocks with the same shift and ``k`` share one :class:`WindowSelection`.
     """
 
+    # the block type built for each layer (a subclass, e.g. token pruning's, substitutes its own)
+    block_class: type[SparseSwinBlock] = SparseSwinBlock
+
     def __init__(self, embed_dims: int, num_heads: int, feedforward_channels: int, depth: int,
                  window_size: int, qkv_bias: bool, qk_scale: Optional[float], drop_rate: float,
                  attn_drop_rate: float, drop_path_rates: Sequence[float],
@@ -751,7 +792,7 @@ class SparseSwinStage(BaseModule):
         super().__init__()
         self.window_size = window_size
         self.blocks = ModuleList([
-            SparseSwinBlock(embed_dims, num_heads, feedforward_channels, window_size, i % 2 == 1,
+            self.block_class(embed_dims, num_heads, feedforward_channels, window_size, i % 2 == 1,
                             qkv_bias, qk_scale, drop_rate, attn_drop_rate, drop_path_rates[i],
                             act_cfg, norm_cfg, with_cp) for i in range(depth)
         ])
@@ -780,52 +821,59 @@ class SparseSwinStage(BaseModule):
     def window_scores(self, flat: Tensor, batch_size: int, height: int, width: int) -> dict[int, Tensor]:
         """For each shift of the stage's blocks, the ``(B, nW)`` float32 window scores of ``flat``
         (``(B * H * W, C)``), whatever its dtype and any autocast. Higher is kept first."""
-        geometries = {shift: self.geometry(height, width, shift, flat.device) for shift in self._shifts()}
-        return self._scores(flat, batch_size, geometries)
+        shifts = self._shifts()
+        scores = self._scores(flat, batch_size, [self.geometry(height, width, s, flat.device) for s in shifts])
+        return {shift: scores[i] for i, shift in enumerate(shifts)}
 
     def _shifts(self) -> list[int]:
         return sorted({block.shift_size for block in self.blocks})
 
     @staticmethod
-    def _scores(flat: Tensor, batch_size: int, geometries: dict[int, WindowGeometry]) -> dict[int, Tensor]:
-        """``(B, nW)`` float32 window scores per shift, with autocast off; all shifts in one gather."""
-        shifts = list(geometries)
+    def _scores(flat: Tensor, batch_size: int, geometries: Sequence[WindowGeometry]) -> Tensor:
+        """``(S, B, nW)`` float32 window scores of each geometry, with autocast off; all in one gather."""
         # float32: bf16 scores tie or swap near-equal windows and change the kept set
         with torch.autocast(flat.device.type, enabled=False):
-            importance = token_importance(flat, batch_size)
-            if len(shifts) == 1:
-                return {shifts[0]: geometries[shifts[0]].window_importance(importance)}
-            scores = window_scores(importance, _stacked_score_index(geometries))  # (B, S, nW)
-        return {shift: scores[:, i] for i, shift in enumerate(shifts)}
+            importance = token_importance(flat, batch_size).view(-1)
+            return window_scores(importance, stacked_slot_rows(geometries, batch_size), geometries[0].has_padding)
+
+    def _kept_counts(self, geometries: dict[int, WindowGeometry]) -> list[tuple[int, int]]:
+        """(shift, kept windows per image) of each block."""
+        keys = []
+        for block, ratio in zip(self.blocks, self.pruning_ratios):
+            num_windows = geometries[block.shift_size].num_windows
+            keys.append((block.shift_size, num_kept_windows(num_windows, ratio) if ratio > 0 else num_windows))
+        return keys
+
+    def _pruned_selections(self, flat: Tensor, batch_size: int, geometries: dict[int, WindowGeometry],
+                           pruned: set[tuple[int, int]]) -> dict[tuple[int, int], WindowSelection]:
+        """Selections of the pruned (shift, k) keys, ranked from ``flat`` (``(B * H * W, C)``): every shift's
+        windows scored in one gather and ranked in one sort."""
+        ranked = [geometries[shift] for shift in sorted({shift for shift, _ in pruned})]
+        order = top_windows(self._scores(flat, batch_size, ranked), max(k for _, k in pruned))
+        return select_windows(ranked, order, pruned, compute_dtype(flat))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, H, W, C)`` -> (stage output ``(B, H, W, C)``, downsampled map or the output).
 
         Pruned blocks have static shapes (fixed by the input shape and the ratios) and never read data
-        back to the host: the ranking is ``torch.topk`` on the device, so the kept windows stay
-        data-dependent inside a captured CUDA graph, a compiled graph or an exported model.
+        back to the host: the ranking is a sort on the device, so the kept windows stay data-dependent
+        inside a captured CUDA graph, a compiled graph or an exported model.
         """
         b, h, w, c = x.shape
         flat = x.reshape(b * h * w, c)
         geometries = {shift: self.geometry(h, w, shift, x.device) for shift in self._shifts()}
-        dtype = compute_dtype(flat)
-        scores: Optional[dict[int, Tensor]] = None
-        selections: dict[tuple[int, int], WindowSelection] = {}
+        keys = self._kept_counts(geometries)
+        pruned = {(shift, k) for shift, k in keys if k < geometries[shift].num_windows}
+        selections = {(shift, k): geometries[shift].dense_selection(b, compute_dtype(flat))
+                      for shift, k in set(keys) - pruned}
         extended = False
-        for block, ratio in zip(self.blocks, self.pruning_ratios):
-            geometry = geometries[block.shift_size]
-            k = num_kept_windows(geometry.num_windows, ratio) if ratio > 0 else geometry.num_windows
-            key = (block.shift_size, k)
-            if key not in selections:
-                if k >= geometry.num_windows:
-                    selections[key] = geometry.dense_selection(b, dtype)
-                else:
-                    if scores is None:  # ranked once per stage, from the first pruned block's input
-                        scores = self._scores(flat, b, geometries)
-                    selections[key] = geometry.selection(top_windows(scores[block.shift_size], k), dtype)
+        for block, key in zip(self.blocks, keys):
+            if key not in selections:  # ranked once per stage, from the first pruned block's input
+                selections.update(self._pruned_selections(flat, b, geometries, pruned))
             selection = selections[key]
-            if selection.rows is not None and not extended:
-                # ratios are non-decreasing, so every later block is gathered too
+            if selection.pad is not None and not extended:
+                # padded slots read and write an extra row; ratios are non-decreasing, so every later
+                # block is gathered too
                 flat, extended = F.pad(flat, (0, 0, 0, 1)), True
             flat = block(flat, selection)
         if extended:
@@ -942,6 +990,9 @@ class SparseViT(BaseModule):
     Forward: ``(B, in_channels, H, W)`` -> list of ``(B, C_i, H_i, W_i)`` for ``out_indices``.
     """
 
+    # the stage type built for each stage (a subclass, e.g. token pruning's, substitutes its own)
+    stage_class: type[SparseSwinStage] = SparseSwinStage
+
     def __init__(self,
                  pretrain_img_size: Union[int, Sequence[int]] = 224,
                  in_channels: int = 3,
@@ -1052,7 +1103,7 @@ class SparseViT(BaseModule):
             downsample = None
             if i < len(depths) - 1:
                 downsample = PatchMerging(channels, 2 * channels, norm_cfg if patch_norm else None)
-            self.stages.append(SparseSwinStage(
+            self.stages.append(self.stage_class(
                 channels, num_heads[i], int(mlp_ratio * channels), depth, window_size, qkv_bias,
                 qk_scale, drop_rate, attn_drop_rate, dpr[sum(depths[:i]):sum(depths[:i + 1])],
                 downsample, act_cfg, norm_cfg, with_cp))

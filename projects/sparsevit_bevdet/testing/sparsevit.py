@@ -56,6 +56,6 @@ def run_block(block: torch.nn.Module, x: Tensor, geometry: WindowGeometry, windo
     if windows is None:
         return block(x, geometry.dense_selection(batch_size, x.dtype))
     selection = geometry.selection(windows, x.dtype)
-    if selection.rows is None:
+    if selection.pad is None:
         return block(x, selection)
     return block(torch.cat([x, x.new_zeros(1, x.shape[1])]), selection)[:-1]

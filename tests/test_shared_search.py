@@ -1,7 +1,7 @@
 """A search that several workers share through one Optuna study (search/shared_study.py): two worker
-processes on one SQLite file, a worker SIGKILLed mid-evaluation (SQLite and journal file), a study of
-another search refused, storage URLs checked, and tools/search.py --storage end to end on the small
-synthetic set.
+processes on one SQLite file, a worker SIGKILLed mid-evaluation (SQLite and journal file) and restarted
+while the search still runs, a study of another search refused, storage URLs checked, and
+tools/search.py --storage end to end on the small synthetic set.
 
 The worker processes run projects/sparsevit_bevdet/testing/shared_search_worker.py: the real shared
 searches on SparseViT-T's search space with a cheap deterministic score (plus a sleep) and a toy latency
@@ -149,6 +149,41 @@ def test_killed_worker_loses_nothing(tmp_path, kind):
     assert starts == Counter({c: 1 for c in scored}) + Counter({killed.user_attrs['ratios']: 1})
     assert ends == Counter({c: 1 for c in scored})
     assert pids == {a.pid, b.pid}
+
+
+@pytest.mark.slow
+def test_restarted_worker_rejoins_a_running_search(tmp_path):
+    storage = f'sqlite:///{tmp_path}/study.db'
+    reader = open_storage(storage, 1, 2)
+    log = tmp_path / 'events.jsonl'
+    options = ['--events', str(log), '--heartbeat-interval', '1', '--grace-period', '2']
+    a = start_worker(storage, tmp_path / 'a.json', '--eval-seconds', '3600', *options)
+    wait_until(lambda: bool(of_worker(trials(reader), a.pid, TrialState.RUNNING)), [a], 'evaluation started by A')
+    # B is slow (1 s per evaluation, about 20 evaluations): the search is still running when A comes back
+    b = start_worker(storage, tmp_path / 'b.json', '--eval-seconds', '1', *options)
+    wait_until(lambda: bool(of_worker(trials(reader), b.pid, TrialState.COMPLETE)), [a, b], 'evaluation by B')
+    [killed] = of_worker(trials(reader), a.pid, TrialState.RUNNING)
+    os.kill(a.pid, signal.SIGKILL)
+    assert a.wait(timeout=SAFETY_S) == -signal.SIGKILL
+    restarted = start_worker(storage, tmp_path / 'a2.json', '--eval-seconds', '0.1', *options)
+    wait_until(lambda: bool(of_worker(trials(reader), restarted.pid, TrialState.COMPLETE)), [b, restarted],
+               'evaluation by the restarted worker')
+    assert b.poll() is None  # the restarted worker evaluated while B was still searching
+    assert finish(restarted) == finish(b) == toy.reference()
+
+    ts = trials(reader)
+    assert ts[killed.number].state == TrialState.FAIL
+    retry = [t for t in ts if t.user_attrs['ratios'] == killed.user_attrs['ratios'] and t.state == TrialState.COMPLETE]
+    assert len(retry) == 1 and retry[0].user_attrs['retry_of'] == [killed.number]
+    scored = scored_candidates(toy.reference())
+    assert complete_per_candidate(ts) == Counter({c: 1 for c in scored})  # nothing lost, nothing counted twice
+    assert not [t for t in ts if t.state == TrialState.RUNNING]
+    starts, ends, pids = events(log)
+    assert starts == Counter({c: 1 for c in scored}) + Counter({killed.user_attrs['ratios']: 1})
+    assert ends == Counter({c: 1 for c in scored})
+    assert pids == {a.pid, b.pid, restarted.pid}
+    completed_by = Counter(t.user_attrs['worker'].rsplit(':', 1)[1] for t in ts if t.state == TrialState.COMPLETE)
+    assert completed_by[str(b.pid)] >= 1 and completed_by[str(restarted.pid)] >= 1
 
 
 def test_study_of_another_search_is_refused(tmp_path):

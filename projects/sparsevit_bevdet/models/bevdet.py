@@ -25,6 +25,7 @@ from mmdet3d.registry import MODELS
 from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
 from torch import Tensor, nn
 
+from .auxiliary_losses import add_backbone_losses
 from .perspective_aux import PerspectiveObjectnessHead, perspective_targets, sigmoid_focal_loss
 from .view_transformer import pad_to_4x4
 
@@ -317,7 +318,9 @@ class BEVDet(Base3DDetector):
     # -- mmengine entry points ----------------------------------------------------------------
     def loss(self, batch_inputs_dict: Dict[str, Any], batch_data_samples: List[Det3DDataSample],
              **kwargs) -> Dict[str, Tensor]:
-        """CenterHead losses (heatmap focal loss and box L1 per task) for ``gt_instances_3d`` in the ego frame."""
+        """CenterHead losses (heatmap focal loss and box L1 per task) for ``gt_instances_3d`` in the ego frame, the
+        optional depth and perspective losses, and the image backbone's auxiliary losses (e.g. DynamicTokenSwin's
+        ``loss_keep_ratio``)."""
         if getattr(self.pts_bbox_head, 'train_cfg', None) is None:
             raise ValueError('BEVDet.loss needs train_cfg=dict(pts=dict(...)) (CenterHead targets)')
         feats, depth, img_feats, mats = self._extract_bev_and_depth(batch_inputs_dict, batch_data_samples)
@@ -331,7 +334,7 @@ class BEVDet(Base3DDetector):
         if self.perspective_head is not None:
             losses['loss_perspective'] = self.perspective_loss_weight * self.perspective_loss(
                 img_feats, mats, batch_gt_instances_3d)
-        return losses
+        return add_backbone_losses(losses, self.img_backbone)
 
     def perspective_loss(self, img_feats: Tensor, mats: Dict[str, Tensor],
                          batch_gt_instances_3d: Sequence[Any]) -> Tensor:

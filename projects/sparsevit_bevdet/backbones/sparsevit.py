@@ -566,13 +566,16 @@ class WindowMSA(nn.Module):
             return self.qkv.bias
         return self.qkv.weight.new_zeros(3 * self.embed_dims)
 
-    def forward(self, qkv: Tensor, regions: Optional[tuple[Tensor, Tensor]] = None) -> Tensor:
+    def forward(self, qkv: Tensor, regions: Optional[tuple[Tensor, Tensor]] = None,
+                key_bias: Optional[Tensor] = None) -> Tensor:
         """Attention within each window, before the output projection: one fused attention call.
 
         Args:
             qkv: ``(K, N, 3C)`` projected window tokens.
             regions: ``(K, 1, N, R)`` region channels appended to q and to k (shifted blocks, see
                 :class:`WindowGeometry`), or None.
+            key_bias: ``(K, 1, 1, N)`` added to every query's logit of each key (token pruning masks its
+                pruned keys with it), or None.
 
         Returns:
             ``(K * N, C)`` attention output (apply :attr:`proj` next).
@@ -586,7 +589,8 @@ class WindowMSA(nn.Module):
             q, k = torch.cat([region_q, q], dim=-1), torch.cat([region_k, k], dim=-1)
             # fused CPU attention wants v as wide as q and k; the extra channels are dropped below
             v = F.pad(v, (region_q.shape[-1], 0))
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=self.attention_bias(q.dtype),
+        bias = self.attention_bias(q.dtype)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias if key_bias is None else bias + key_bias,
                                            dropout_p=self.attn_drop_rate if self.training else 0.0,
                                            scale=self.scale).transpose(1, 2)
         if regions is not None:

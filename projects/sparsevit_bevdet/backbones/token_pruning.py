@@ -28,8 +28,8 @@ SparseViT's treatment of pruned windows, so the window-vs-token ablation compare
 it costs nothing, and ratio 0 stays exactly Swin; DynamicViT's dense-prediction variant updates them with a
 cheap MLP instead, which is not implemented here. Attention: the kept tokens' q/k/v are scattered into
 their (shifted) windows and every window of the batch runs one fused attention call in which pruned slots
-are masked out as keys (an extra q/k channel adds ``-PRUNED_KEY_LOGIT`` to their logits, the way SparseViT
-encodes Swin's shift mask), so kept tokens attend to the kept tokens of their window only, as in training.
+are masked out as keys (``-PRUNED_KEY_LOGIT`` added to their logits with the relative position bias), so
+kept tokens attend to the kept tokens of their window only, as in training.
 The attention matrix products therefore cost what dense ones do (shapes stay static: no host
 synchronisation, CUDA-graph safe); the linear layers, which are most of a Swin block's work, scale with
 the kept fraction. Padded slots of border windows stay keys, as Swin attends to them.
@@ -71,10 +71,8 @@ from .sparsevit import (
     top_windows,
 )
 
-# added to the attention logit of a pruned key at inference: exp(-1000) is 0 in every float format
+# subtracted from the attention logits of a pruned key at inference: exp(-1000) is 0 in every float format
 PRUNED_KEY_LOGIT = 1e3
-# extra q/k channels appended at inference (one carries the pruned-key mask, the rest align head dims to 8)
-KEY_MASK_CHANNELS = 8
 
 
 def num_kept_tokens(num_tokens: int, ratio: float) -> int:
@@ -176,24 +174,6 @@ def masked_window_attention(w_msa: WindowMSA, qkv: Tensor, regions: Optional[tup
     return (probs.to(v.dtype) @ v).transpose(1, 2).reshape(num_windows * n, c)
 
 
-def key_mask_regions(geometry: WindowGeometry, batch_size: int, absent: Tensor, scale: float,
-                     dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Region channels of q and k (``(B * nW, 1, N, R')``) that also mask the ``absent`` keys.
-
-    ``absent``: ``(B * nW, N)``, 1 for a pruned slot; ``scale``: the attention's scale. Appended after the
-    shift-region channels (if any): q gets ``-PRUNED_KEY_LOGIT / scale`` and k gets ``absent``, so a pruned key's
-    logit drops by ``PRUNED_KEY_LOGIT`` and a kept key's is unchanged (the extra product is exactly 0).
-    """
-    shape = (*absent.shape[:1], 1, absent.shape[1], 1)
-    pad = absent.new_zeros(*shape[:3], KEY_MASK_CHANNELS - 1).to(dtype)
-    q = torch.cat([absent.new_full(shape, -PRUNED_KEY_LOGIT / scale).to(dtype), pad], dim=-1)
-    k = torch.cat([absent.view(shape).to(dtype), pad], dim=-1)
-    regions = geometry.dense_selection(batch_size, dtype).regions
-    if regions is not None:
-        q, k = torch.cat([regions[0], q], dim=-1), torch.cat([regions[1], k], dim=-1)
-    return q, k
-
-
 # ----------------------------------------------------------------------------------------------
 # Block and stage
 # ----------------------------------------------------------------------------------------------
@@ -251,14 +231,14 @@ class TokenPruningBlock(SparseSwinBlock):
         slots = layout.row_slots.index_select(0, rows)  # window slot of each kept token
         num_slots = batch_size * geometry.num_windows * n
         windows = qkv.new_zeros(num_slots, 3 * c)
-        absent = torch.ones(num_slots, device=x.device)
+        key_bias = qkv.new_full((num_slots,), -PRUNED_KEY_LOGIT)  # 0 for the keys attention may see
         if layout.pad_slots is not None:
             windows.index_put_((layout.pad_slots,), w_msa.padding_qkv().to(qkv.dtype))
-            absent.index_fill_(0, layout.pad_slots, 0.0)
-        windows = windows.index_copy(0, slots, qkv)
-        absent.index_fill_(0, slots, 0.0)
-        regions = key_mask_regions(geometry, batch_size, absent.view(-1, n), w_msa.scale, qkv.dtype)
-        attn = self.attn(windows.view(-1, n, 3 * c), regions)  # (B * nW * N, C)
+            key_bias.index_fill_(0, layout.pad_slots, 0.0)
+        windows.index_copy_(0, slots, qkv)
+        key_bias.index_fill_(0, slots, 0.0)
+        regions = geometry.dense_selection(batch_size, qkv.dtype).regions
+        attn = w_msa(windows.view(-1, n, 3 * c), regions, key_bias.view(-1, 1, 1, n))  # (B * nW * N, C)
         y = tokens + w_msa.proj_drop(w_msa.proj(attn.index_select(0, slots)))
         y = y + self.ffn(self.norm2(y))
         if y.dtype != x.dtype:  # under autocast the residual stream may have been promoted

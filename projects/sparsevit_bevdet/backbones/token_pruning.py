@@ -30,8 +30,8 @@ cheap MLP instead, which is not implemented here. Attention: the kept tokens' q/
 their (shifted) windows and every window of the batch runs one fused attention call in which pruned slots
 are masked out as keys (``-PRUNED_KEY_LOGIT`` added to their logits with the relative position bias), so
 kept tokens attend to the kept tokens of their window only, as in training.
-The attention matrix products therefore cost what dense ones do (shapes stay static: no host
-synchronisation, CUDA-graph safe); the linear layers, which are most of a Swin block's work, scale with
+The attention matrix products therefore cost what dense ones do (shapes stay static, no host
+synchronisation); the linear layers, which are most of a Swin block's work, scale with
 the kept fraction. Padded slots of border windows stay keys, as Swin attends to them.
 
 Shared with :class:`SparseViT` (subclassed, not copied): patch embedding, patch merging, the blocks'
@@ -39,7 +39,7 @@ parameters (mmdet ``SwinTransformer`` names, so mmdet / official Swin / SparseVi
 predictors are extra keys, reported missing and initialised), ``init_cfg`` / ``convert_weights``, the dense
 block (every ratio 0 is mmdet's Swin), ``pruning_ratios`` / :meth:`set_pruning_ratios` /
 :meth:`search_space` with :func:`normalize_pruning_ratios`' validation, ``frozen_stages`` and
-``cuda_graphs``.
+``cuda_graphs`` (inherited; not yet run on a GPU with this backbone).
 """
 from __future__ import annotations
 

@@ -8,8 +8,9 @@ whose config, data root or upstream stage changed since is moved aside to `<stag
    10 val scenes of 32 key frames) and its mmdet3d info pkls;
 2. ``dense``: train BEVDet + SparseViT-T from scratch (``configs/bevdet/..._cpu-demo.py``);
 3. ``adapt``: sparsity-aware adaptation from the dense checkpoint (``..._cpu-demo_adapt.py``);
-4. ``search``: ``tools/search.py`` on the adapted detector under a budget of ``--latency-ratio`` x the dense
-   image-encoder latency (evolutionary search, random-search and uniform-ratio baselines);
+4. ``search``: the search of ``tools/search.py`` (the library's ``run_search``) on the adapted detector under a
+   budget of ``--latency-ratio`` x the dense image-encoder latency (evolutionary search, random-search and
+   uniform-ratio baselines);
 5. ``evaluate``: dense (the dense checkpoint, ratio 0), and with the adapted checkpoint: ratio 0
    (``dense_adapted``, what sparsity costs on the same weights), the best uniform ratio within the budget and
    the searched ratios, on the full val split through the nuScenes devkit, with the image
@@ -270,29 +271,29 @@ def train_cached(name: str, cfg: Any, config: Path, key: str) -> tuple[Path, str
 
 
 def stage_search(checkpoint: Path, args: argparse.Namespace, upstream_key: str) -> dict:
-    """``tools/search.py`` on the adapted detector; its ``best.json`` (cached: a finished search is reused)."""
+    """The search (``projects.sparsevit_bevdet.search.run_search``, what ``tools/search.py`` runs) on the adapted
+    detector; its ``best.json`` record (cached: a finished search is reused)."""
+    from projects.sparsevit_bevdet.search import SearchOptions, format_summary, run_search
+
     work_dir = args.work_dir / 'search'
     best = work_dir / 'best.json'
-    from projects.sparsevit_bevdet.utils.tool_loader import load_tool
-
-    search = load_tool('search')
-    argv = [str(ADAPT_CONFIG), str(checkpoint), '--latency-ratio', str(args.latency_ratio),
-            '--work-dir', str(work_dir), '--threads', str(args.threads),
-            '--uniform-ratios', *[str(r) for r in PARETO_UNIFORM], '--cache-inputs']
-    argv += (['--population', '3', '--parents', '2', '--generations', '1', '--table-repeats', '1',
-              '--check-samples', '2', '--check-repeats', '1', '--final-repeats', '2', '--rescore-top', '1']
+    sizes = (dict(population=3, parents=2, generations=1, table_repeats=1, calibration_repeats=1, check_samples=2,
+                  check_repeats=1, final_repeats=2, rescore_top=1)
              if args.quick else
-             ['--population', '8', '--parents', '4', '--generations', '3', '--proxy-samples', '32',
-              '--rescore-top', '2', '--table-repeats', '7', '--check-repeats', '5'])
-    search_args = search.parse_args(argv)
+             dict(population=8, parents=4, generations=3, proxy_samples=32, rescore_top=2, table_repeats=7,
+                  check_repeats=5))
+    options = SearchOptions(latency_ratio=args.latency_ratio, work_dir=work_dir, threads=args.threads,
+                            uniform_ratios=PARETO_UNIFORM, cache_inputs=True, **sizes)
     cfg = demo_config(ADAPT_CONFIG, args, work_dir)
-    claim_stage_dir(work_dir, stage_key(cfg.pretty_text, upstream_key, *argv))
+    claim_stage_dir(work_dir, stage_key(cfg.pretty_text, upstream_key, str(checkpoint),
+                                        json.dumps(options.to_json(), sort_keys=True)))
     if best.is_file() and (work_dir / 'demo_search_done').is_file():
         print(f'{best} exists: reusing the finished search')
         return json.loads(best.read_text())
-    result = search.run_search(cfg, str(checkpoint), search_args)
+    report = run_search(cfg, str(checkpoint), options)
+    print(format_summary(report.record, report.best_json))
     (work_dir / 'demo_search_done').write_text('done\n')
-    return result
+    return report.record
 
 
 class Detector:

@@ -21,7 +21,8 @@ motion (e.g. ``vehicle.moving`` above 0.2 m/s, ``vehicle.parked`` at rest; a res
 points. Cameras fire a few milliseconds after the LiDAR (as in nuScenes), each sample_data has its own
 ego pose, and each camera image renders the world at the camera's own timestamp: sky, ground plane with
 a world-fixed texture and horizon haze, object shadows, every box as filled flat-shaded faces (a darker
-front face shows the heading) with exact per-pixel depth ordering (inverse-depth z-buffer), and noise.
+front face, glass across the upper front and the front part of both sides show the heading; moving vehicles
+and cycles show lit head and tail lamps) with exact per-pixel depth ordering (inverse-depth z-buffer), and noise.
 
 Everything derives from one seed: the same seed gives byte-identical tables and images. Images, points
 and tables are written atomically, and the tables go to a temporary folder that is renamed to

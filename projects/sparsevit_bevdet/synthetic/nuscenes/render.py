@@ -8,8 +8,10 @@ import cv2
 import numpy as np
 
 from ...datasets.geometry import rot_z
+from ...datasets.nuscenes_format import DETECTION_CLASSES
 from .world import (
     BOX_FACES,
+    FACE_MARKS,
     GROUND_BASE,
     HAZE_COLOR,
     LIGHT_DIR,
@@ -18,10 +20,16 @@ from .world import (
     SHADOW_COLOR,
     SKY_HORIZON,
     SKY_ZENITH,
+    UNLIT_CLASSES,
+    UNMARKED_CLASSES,
     CameraCalib,
     SceneWorld,
     box_corners,
+    box_points,
 )
+
+_UNMARKED = tuple(DETECTION_CLASSES.index(c) for c in UNMARKED_CLASSES)
+_UNLIT = tuple(DETECTION_CLASSES.index(c) for c in UNLIT_CLASSES)
 
 
 def _clip_near(poly: np.ndarray, near: float = NEAR_PLANE) -> np.ndarray:
@@ -154,9 +162,9 @@ def render_camera(view: CameraView, world: SceneWorld, present: np.ndarray, time
         corners_c = view.to_cam(box_corners(center_e, objs.wlh[i], yaw_e))
         if corners_c[:, 2].max() < NEAR_PLANE:
             continue
-        boxes.append((i, corners_c, yaw_e))
+        boxes.append((i, corners_c, yaw_e, center_e))
     # Shadows first (on the ground, never occluding an object).
-    for _i, corners_c, _ in boxes:
+    for _i, corners_c, _, _ in boxes:
         bottom = corners_c[[0, 1, 2, 3]]
         centre = bottom.mean(0)
         poly = _clip_near(centre + 1.12 * (bottom - centre))
@@ -167,8 +175,10 @@ def render_camera(view: CameraView, world: SceneWorld, present: np.ndarray, time
         if roi is not None:
             x0, x1, y0, y1 = roi
             img[y0:y1, x0:x1][view.fill_mask(uv, roi)] = SHADOW_COLOR
-    for i, corners_c, yaw_e in boxes:
+    for i, corners_c, yaw_e, center_e in boxes:
         base = objs.color[i]
+        marks = [] if objs.cls[i] in _UNMARKED else [
+            m for m in FACE_MARKS if not m.moving_only or (objs.speed[i] > 0 and objs.cls[i] not in _UNLIT)]
         r_obj_cam = view.r_c2e.T @ rot_z(yaw_e)  # object frame -> camera frame
         r_obj_glob = rot_z(objs.yaw[i])
         for face_idx, (corner_ids, normal) in enumerate(BOX_FACES):
@@ -203,6 +213,14 @@ def render_camera(view: CameraView, world: SceneWorld, present: np.ndarray, time
             np.copyto(zroi, inv_z, where=upd)
             np.copyto(img[y0:y1, x0:x1], np.clip(base * shade, 0, 255).astype(np.uint8), where=upd[..., None])
             np.copyto(idbuf[y0:y1, x0:x1], np.uint16(i + 1), where=upd)
+            for mark in marks:  # coplanar with the face: its visible pixels are the face's
+                if mark.face != face_idx:
+                    continue
+                mark_c = _clip_near(view.to_cam(box_points(center_e, objs.wlh[i], yaw_e, mark.signs())))
+                if len(mark_c) < 3:
+                    continue
+                on = upd & view.fill_mask(view.project(mark_c), roi)
+                np.copyto(img[y0:y1, x0:x1], np.asarray(mark.color_bgr, np.uint8), where=on[..., None])
             drawn = (min(drawn[0], x0), max(drawn[1], x1), min(drawn[2], y0), max(drawn[3], y1))
     if drawn[0] < drawn[1]:
         x0, x1, y0, y1 = drawn

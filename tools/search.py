@@ -126,6 +126,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch default)')
     parser.add_argument('--seed', type=int, help='[0]')
     parser.add_argument('--work-dir', type=Path, help='[work_dirs/search_<config name>]')
+    parser.add_argument('--latency-table', type=Path,
+                        help='the latency table\'s file, which searches of one encoder on one machine may share '
+                             '[<work-dir>/latency_table.json]')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='key=value overrides of the config')
     parser.add_argument('--storage',
                         help='Optuna storage shared by the workers of one search: sqlite:///PATH.db, '

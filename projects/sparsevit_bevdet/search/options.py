@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from .evolution import DEFAULT_RATIO_CHOICES
 
@@ -51,9 +51,10 @@ class SearchOptions:
 
     Exactly one of ``latency_ratio`` (a fraction of the dense encoder's measured latency) and
     ``latency_budget_ms`` is given. ``None`` defaults are resolved by :meth:`checked`: ``uniform_ratios``
-    to those of 0.2 0.4 0.6 0.8 among ``ratio_choices``, ``random_seed`` to ``seed + 1``, ``work_dir`` (by
-    :func:`~.runner.run_search`) to ``work_dirs/search_<config name>``. See ``tools/search.py --help`` for
-    each option.
+    to those of 0.2 0.4 0.6 0.8 among ``ratio_choices``, ``random_seed`` to ``seed + 1``; and by
+    :func:`~.runner.run_search`: ``work_dir`` to ``work_dirs/search_<config name>``, ``latency_table`` (the
+    table's file, which searches of one encoder on one machine may share) to ``<work_dir>/latency_table.json``.
+    See ``tools/search.py --help`` for each option.
     """
 
     latency_ratio: Optional[float] = None
@@ -76,7 +77,8 @@ class SearchOptions:
     check_repeats: int = 3
     final_repeats: int = 15
     threads: Optional[int] = None
-    work_dir: Optional[Path] = None
+    work_dir: Optional[Union[str, Path]] = None
+    latency_table: Optional[Union[str, Path]] = None
     storage: Optional[str] = None
     study_name: Optional[str] = None
     heartbeat_interval: int = 30
@@ -91,7 +93,8 @@ class SearchOptions:
     def to_json(self) -> dict:
         """The options as JSON values (e.g. for a fingerprint of the search a caller asked for)."""
         out = asdict(self)
-        out['work_dir'] = None if self.work_dir is None else str(self.work_dir)
+        for name in ('work_dir', 'latency_table'):
+            out[name] = None if out[name] is None else str(out[name])
         for name in ('ratio_choices', 'uniform_ratios'):
             out[name] = None if out[name] is None else [float(r) for r in out[name]]
         return out

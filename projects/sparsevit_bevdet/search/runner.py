@@ -6,7 +6,8 @@
     from projects.sparsevit_bevdet.search import SearchOptions, run_search
 
     cfg = Config.fromfile('configs/bevdet/bevdet_sparsevit-t_nuscenes-synth_cpu-demo_adapt.py')
-    report = run_search(cfg, 'work_dirs/adapt/iter_250.pth', SearchOptions(latency_ratio=0.6, work_dir=Path('s')))
+    options = SearchOptions(latency_ratio=0.6, proxy_samples=32, work_dir='work_dirs/search')
+    report = run_search(cfg, 'work_dirs/adapt/iter_250.pth', options)
     print(report.record['score'], report.record['pruning_ratios'])
 
 :func:`run_search` builds an mmengine ``Runner`` from the config (or takes one that
@@ -24,7 +25,8 @@ produces the metric, then:
 4. the results timed again against dense (interleaved rounds);
 
 and writes ``best.json`` (:attr:`SearchReport.record`), ``search_history.json``, ``search_pareto.png``,
-``latency_table.json`` and ``latency_table_check.json`` in the work dir. Re-running resumes without repeating an
+``latency_table.json`` (unless ``options.latency_table`` names another file, which searches on one machine may
+share) and ``latency_table_check.json`` in the work dir. Re-running resumes without repeating an
 evaluation; a state of another search is refused (:class:`~.state.StateMismatchError`), and so is a second
 process on the same work dir. Refusals a caller can fix raise :class:`~.options.SearchError`.
 """
@@ -183,6 +185,7 @@ class _SearchRun:
         self.images = encoder_input(batch['inputs'])
         self.shared: Optional[SharedStudy] = None
         self.table: Optional[LatencyTable] = None
+        self.table_file = Path(options.latency_table or work_dir / 'latency_table.json')
 
     # -- latency ---------------------------------------------------------------------------------------
     def blocks(self, candidate: GroupRatios) -> list[list[float]]:
@@ -198,7 +201,7 @@ class _SearchRun:
     def latency_table(self) -> LatencyTable:
         """The calibrated table of this setting: the work dir's (or, with a study, the study's) if made in the
         same setting, else profiled and calibrated now."""
-        options, path = self.options, self.work_dir / 'latency_table.json'
+        options, path = self.options, self.table_file
         if options.storage:
             from .shared_study import SharedStudy
 
@@ -226,7 +229,7 @@ class _SearchRun:
         self.table = LatencyTable.from_json(self.shared.join(dict(fingerprint, search=dict(
             seed=options.seed, random_seed=options.random_seed, population=options.population,
             parents=options.parents, mutation_prob=options.mutation_prob)), self.table.to_json()))
-        atomic_write_json(self.work_dir / 'latency_table.json', self.table.to_json(), indent=1)  # the one in use
+        atomic_write_json(self.table_file, self.table.to_json(), indent=1)  # the one in use
 
     def check_table(self) -> Optional[dict]:
         """The calibrated table against ``check_samples`` random configurations, timed interleaved."""
@@ -424,7 +427,7 @@ class _Record:
     def latency_table(self, check: Optional[dict]) -> dict:
         table = self.run.table
         cal = table.calibration
-        return dict(file=str(self.run.work_dir / 'latency_table.json'), key=table.key,
+        return dict(file=str(self.run.table_file), key=table.key,
                     calibration=dict(ratios=cal.ratios, predicted_ms=cal.predicted_ms, measured_ms=cal.measured_ms,
                                      factors=cal.factors, repeats=cal.repeats),
                     check=None if check is None else {k: check[k] for k in (

@@ -142,7 +142,8 @@ def run_search(cfg: Config, checkpoint: str | Path, options: SearchOptions,
         checkpoint: the trained weights.
         options: the search; ``options.work_dir`` defaults to :func:`default_work_dir`.
         runner: a runner :func:`build_search_runner` made for ``checkpoint``, reused instead of building one
-            (several searches of one detector: each needs its own ``work_dir``).
+            (several searches of one detector: each needs its own ``work_dir``; its log stays where the runner
+            was built, and whether a partial load was allowed was decided there).
 
     Raises:
         SearchError: options that cannot be right, a metric the evaluator does not produce, a budget no

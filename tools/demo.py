@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import hashlib
 import json
 import statistics
 import sys
@@ -36,6 +35,18 @@ from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+# the cached-stage machinery lives in projects/sparsevit_bevdet/engine/stages.py; these names stay reachable
+# here (imported on first use, so that --help does not import the plugin)
+_STAGE_NAMES = ('STAGE_FILE', 'claim_stage_dir', 'stage_key', 'train_cached')
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STAGE_NAMES:
+        from projects.sparsevit_bevdet.engine import stages
+
+        return getattr(stages, name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 DENSE_CONFIG = ROOT / 'configs/bevdet/bevdet_sparsevit-t_nuscenes-synth_cpu-demo_pretrained.py'
 PRETRAIN_ITERS = 600  # Mask R-CNN iterations on the synthetic COCO (batch 4, 160 x 160)
@@ -177,48 +188,11 @@ def _same_generation(marker: dict, cfg: Any) -> bool:
     return all(marker.get(k) == v for k, v in wanted.items())
 
 
-def final_checkpoint(work_dir: Path, max_iters: int) -> Path:
-    return work_dir / f'iter_{max_iters}.pth'
-
-
-STAGE_FILE = 'demo_stage.json'
-
-
-def stage_key(*parts: str) -> str:
-    """Fingerprint of what a stage's result depends on (its config text, its inputs' fingerprints)."""
-    return hashlib.sha256('\n'.join(parts).encode()).hexdigest()[:16]
-
-
-def claim_stage_dir(work_dir: Path, key: str) -> None:
-    """Make ``work_dir`` the home of the stage with fingerprint ``key``.
-
-    Finished or interrupted work of the same fingerprint stays (reused, resumed). Work of another
-    fingerprint (the config, the data root or an upstream stage changed since) is moved aside to
-    ``<dir>.stale-<time>``, never reused as if it were current.
-    """
-    from projects.sparsevit_bevdet.utils.atomic_io import atomic_write_json
-
-    record = work_dir / STAGE_FILE
-    if work_dir.is_dir() and any(work_dir.iterdir()):
-        recorded = json.loads(record.read_text()).get('key') if record.is_file() else None
-        if recorded == key:
-            return
-        stamp = time.strftime('%Y%m%d_%H%M%S')
-        stale = work_dir.with_name(f'{work_dir.name}.stale-{stamp}')
-        suffix = 1
-        while stale.exists():
-            stale, suffix = work_dir.with_name(f'{work_dir.name}.stale-{stamp}-{suffix}'), suffix + 1
-        work_dir.rename(stale)
-        print(f'{work_dir} holds the results of another configuration (fingerprint {recorded}, now {key}): '
-              f'moved it to {stale}; starting afresh')
-    work_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(record, dict(key=key), indent=1)
-
-
 def stage_pretrain(args: argparse.Namespace) -> tuple[Path, str]:
     """SparseViT at the recipe's width trained in Mask R-CNN on the synthetic COCO (cached like the others)."""
     from mmengine.config import Config
 
+    from projects.sparsevit_bevdet.engine.stages import stage_key, train_cached
     from projects.sparsevit_bevdet.utils.pretrain_stage import (
         PRETRAIN_CONFIG,
         check_same_encoder,
@@ -239,6 +213,8 @@ def stage_train(name: str, config: Path, args: argparse.Namespace, load_from: Op
 
     Returns the final checkpoint and the stage's fingerprint (config text and ``upstream_key``).
     """
+    from projects.sparsevit_bevdet.engine.stages import stage_key, train_cached
+
     work_dir = args.work_dir / name
     cfg = demo_config(config, args, work_dir)
     if load_from is not None:
@@ -248,31 +224,10 @@ def stage_train(name: str, config: Path, args: argparse.Namespace, load_from: Op
     return train_cached(name, cfg, config, stage_key(cfg.pretty_text, upstream_key))
 
 
-def train_cached(name: str, cfg: Any, config: Path, key: str) -> tuple[Path, str]:
-    """Train ``cfg`` in its work dir under fingerprint ``key``; reuse a finished run, resume an interrupted one."""
-    from mmengine.runner import Runner
-
-    from projects.sparsevit_bevdet.utils.run_checkpoints import prepare_training_run
-
-    work_dir = Path(cfg.work_dir)
-    claim_stage_dir(work_dir, key)
-    done = final_checkpoint(work_dir, cfg.train_cfg.max_iters)
-    # finished only when last_checkpoint names the final checkpoint and it is complete; else resume from the
-    # newest complete checkpoint (checkpoints are written atomically; broken ones are moved aside)
-    if prepare_training_run(cfg, work_dir, done):
-        print(f'{done} is complete: reusing the finished {name} training')
-        return done, key
-    print(f'training {config.relative_to(ROOT)} for {cfg.train_cfg.max_iters} iterations '
-          f'(batch {cfg.train_dataloader.batch_size}) in {work_dir}', flush=True)
-    start = time.perf_counter()
-    Runner.from_cfg(cfg).train()
-    print(f'{name} training took {time.perf_counter() - start:.0f} s')
-    return done, key
-
-
 def stage_search(checkpoint: Path, args: argparse.Namespace, upstream_key: str) -> dict:
     """The search (``projects.sparsevit_bevdet.search.run_search``, what ``tools/search.py`` runs) on the adapted
     detector; its ``best.json`` record (cached: a finished search is reused)."""
+    from projects.sparsevit_bevdet.engine.stages import claim_stage_dir, stage_key
     from projects.sparsevit_bevdet.search import SearchOptions, format_summary, run_search
 
     work_dir = args.work_dir / 'search'
@@ -296,37 +251,17 @@ def stage_search(checkpoint: Path, args: argparse.Namespace, upstream_key: str) 
     return report.record
 
 
-class Detector:
-    """One trained detector, ready to test at given ratios and to time (same process, same data)."""
+def Detector(name: str, config: Path, checkpoint: Path, args: argparse.Namespace) -> Any:
+    """One of the demo's trained detectors (``config`` read as :func:`demo_config` reads it): a
+    :class:`~projects.sparsevit_bevdet.engine.stages.TrainedDetector`, ready to test at given ratios and to time
+    (same process, same data), with ``config`` and ``results_json`` (the metric's submission file) added."""
+    from projects.sparsevit_bevdet.engine.stages import TrainedDetector
 
-    def __init__(self, name: str, config: Path, checkpoint: Path, args: argparse.Namespace) -> None:
-        from mmengine.runner import Runner
-
-        from projects.sparsevit_bevdet.search import CachedLoader
-        from projects.sparsevit_bevdet.utils.checkpoint_fit import add_checkpoint_fit_hook
-
-        work_dir = args.work_dir / 'evaluate' / name
-        cfg = demo_config(config, args, work_dir)
-        cfg.load_from = str(checkpoint)
-        add_checkpoint_fit_hook(cfg, str(checkpoint))  # never evaluate weights that do not fit
-        self.runner = Runner.from_cfg(cfg)
-        self.runner.load_checkpoint(str(checkpoint), map_location='cpu')
-        # the test loop runs outside runner.test(): start the hooks' run as runner.test() would
-        self.runner.call_hook('before_run')
-        # several rows test the same weights on the same samples: decode and resize them once
-        self.runner.test_loop.dataloader = CachedLoader(self.runner.test_loop.dataloader)
-        self.model = self.runner.model.eval()
-        self.config, self.checkpoint = config, checkpoint
-        self.results_json = work_dir / 'results' / 'results_nusc.json'  # the metric's submission file
-
-    @property
-    def encoder(self) -> Any:
-        return self.model.image_encoder
-
-    def test(self, ratios: Any) -> dict:
-        self.encoder.set_pruning_ratios(ratios)
-        metrics = self.runner.test_loop.run()
-        return {k: float(v) for k, v in metrics.items()}
+    work_dir = args.work_dir / 'evaluate' / name
+    detector = TrainedDetector(demo_config(config, args, work_dir), checkpoint)
+    detector.config = config
+    detector.results_json = work_dir / 'results' / 'results_nusc.json'
+    return detector
 
 
 BOOTSTRAP_PAIRS = (('searched', 'dense'), ('searched', 'dense_adapted'), ('searched', 'uniform'))

@@ -25,6 +25,7 @@ from mmdet3d.registry import MODELS
 from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
 from torch import Tensor, nn
 
+from ..utils.cuda_graphs import GraphedModule
 from .auxiliary_losses import add_backbone_losses
 from .perspective_aux import PerspectiveObjectnessHead, perspective_targets, sigmoid_focal_loss
 from .view_transformer import pad_to_4x4
@@ -76,6 +77,10 @@ def collect_camera_matrices(batch_data_samples: Sequence[Det3DDataSample], num_c
     return {k: torch.stack(v).to(device) for k, v in mats.items()}
 
 
+# the camera matrices the view transformer takes, in its argument order
+VIEW_MATRICES = ('cam2img', 'cam2ego', 'img_aug_matrix', 'bev_aug_matrix')
+
+
 class BEVDet(Base3DDetector):
     """BEVDet detector: image encoder -> LSS view transform -> BEV encoder -> CenterHead.
 
@@ -108,6 +113,11 @@ class BEVDet(Base3DDetector):
             checked at build time. BEVDet's task grouping needs BEVDet's class order (car, truck,
             construction_vehicle, bus, trailer, barrier, motorcycle, bicycle, pedestrian, traffic_cone), not
             mmdet3d's NuScenesDataset order: pass it as the dataset's ``metainfo=dict(classes=...)`` too.
+        cuda_graphs: on CUDA, run inference from the images and camera matrices to CenterHead's raw outputs
+            (:meth:`head_outputs`: image encoder, view transform, BEV encoder, head convolutions) as captured
+            CUDA graphs, one per input shape, dtype, autocast state and pruning ratios of the image encoder
+            (:class:`~projects.sparsevit_bevdet.utils.cuda_graphs.GraphedModule`); decoding and NMS stay eager.
+            Needs ``img_view_transformer.static_geometry=True`` (no host synchronisation in the view transform).
     """
 
     def __init__(self,
@@ -125,6 +135,7 @@ class BEVDet(Base3DDetector):
                  perspective_loss_weight: float = 0.0,
                  perspective_head_channels: int = 64,
                  depth_object_weight: float = 0.0,
+                 cuda_graphs: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if not depth_loss_weight >= 0.0:
@@ -139,6 +150,13 @@ class BEVDet(Base3DDetector):
         self.img_backbone = MODELS.build(img_backbone)
         self.img_neck = MODELS.build(img_neck) if img_neck is not None else None
         self.img_view_transformer = MODELS.build(img_view_transformer)
+        if not isinstance(cuda_graphs, bool):
+            raise TypeError(f'cuda_graphs must be True or False, got {cuda_graphs!r}')
+        if cuda_graphs and not getattr(self.img_view_transformer, 'static_geometry', False):
+            raise ValueError('cuda_graphs=True needs a view transformer without host synchronisation: set '
+                             'img_view_transformer.static_geometry=True')
+        self.cuda_graphs = cuda_graphs
+        self._graphs: Optional[GraphedModule] = None
         self.img_bev_encoder_backbone = MODELS.build(img_bev_encoder_backbone)
         self.img_bev_encoder_neck = MODELS.build(img_bev_encoder_neck) if img_bev_encoder_neck is not None else None
         head_cfg = copy.deepcopy(dict(pts_bbox_head))
@@ -256,22 +274,50 @@ class BEVDet(Base3DDetector):
                                ) -> Tuple[List[Tensor], Tensor, Tensor, Dict[str, Tensor]]:
         """``extract_feat`` plus the view transformer's depth distribution ``(B, N, D, fH, fW)``, the image
         features ``(B, N, C, fH, fW)`` and the camera matrices (:func:`collect_camera_matrices`)."""
+        imgs, mats = self._inputs(batch_inputs_dict, batch_data_samples)
+        bev, depth, img_feats = self._bev_features(imgs, *(mats[k] for k in VIEW_MATRICES))
+        return [bev], depth, img_feats, mats
+
+    def _bev_features(self, imgs: Tensor, cam2img: Tensor, cam2ego: Tensor, img_aug_matrix: Tensor,
+                      bev_aug_matrix: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Tensors only: images ``(B, N, 3, H, W)`` and matrices -> (BEV map for the head ``(B, C, ny', nx')``,
+        depth ``(B, N, D, fH, fW)``, image features ``(B, N, C, fH, fW)``)."""
+        img_feats = self.extract_img_feat(imgs)
+        bev, depth = self.img_view_transformer(img_feats, cam2img, cam2ego, img_aug_matrix, bev_aug_matrix)
+        x = self.img_bev_encoder_backbone(bev)
+        x = self.img_bev_encoder_neck(x) if self.img_bev_encoder_neck is not None else x[0]
+        if self._head_map_size is not None and tuple(x.shape[-2:]) != self._head_map_size:
+            raise ValueError(f'the BEV encoder outputs {tuple(x.shape[-2:])} maps but CenterHead\'s grid is '
+                             f'{self._head_map_size} (H, W); adjust out_size_factor or the BEV encoder')
+        return x, depth, img_feats
+
+    def head_outputs(self, imgs: Tensor, cam2img: Tensor, cam2ego: Tensor, img_aug_matrix: Tensor,
+                     bev_aug_matrix: Tensor) -> Any:
+        """CenterHead's raw outputs (one ``[dict(reg, height, dim, rot, vel, heatmap)]`` per task) from the images
+        ``(B, N, 3, H, W)`` and the camera matrices (:func:`collect_camera_matrices`); replayed as a CUDA graph
+        with ``cuda_graphs`` in inference on CUDA."""
+        if self.cuda_graphs and imgs.is_cuda and not torch.is_grad_enabled():
+            if self._graphs is None:
+                self._graphs = GraphedModule(self._head_outputs, key=self._graph_key)
+            return self._graphs(imgs, cam2img, cam2ego, img_aug_matrix, bev_aug_matrix)
+        return self._head_outputs(imgs, cam2img, cam2ego, img_aug_matrix, bev_aug_matrix)
+
+    def _head_outputs(self, *inputs: Tensor) -> Any:
+        return self.pts_bbox_head([self._bev_features(*inputs)[0]])
+
+    def _graph_key(self) -> object:
+        return getattr(self.image_encoder, 'pruning_ratios', None)
+
+    def _inputs(self, batch_inputs_dict: Dict[str, Any],
+                batch_data_samples: Sequence[Det3DDataSample]) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """The batch's images ``(B, N, 3, H, W)`` and camera matrices (:func:`collect_camera_matrices`), checked."""
         imgs = batch_inputs_dict.get('imgs')
         if imgs is None:
             raise KeyError(f'BEVDet needs batch_inputs_dict["imgs"] (Det3DDataPreprocessor output of '
                            f'inputs["img"]); got keys {sorted(batch_inputs_dict)}')
         if len(batch_data_samples) != imgs.shape[0]:
             raise ValueError(f'{imgs.shape[0]} image sets but {len(batch_data_samples)} data samples')
-        img_feats = self.extract_img_feat(imgs)
-        mats = collect_camera_matrices(batch_data_samples, imgs.shape[1], imgs.device)
-        bev, depth = self.img_view_transformer(img_feats, mats['cam2img'], mats['cam2ego'], mats['img_aug_matrix'],
-                                           mats['bev_aug_matrix'])
-        x = self.img_bev_encoder_backbone(bev)
-        x = self.img_bev_encoder_neck(x) if self.img_bev_encoder_neck is not None else x[0]
-        if self._head_map_size is not None and tuple(x.shape[-2:]) != self._head_map_size:
-            raise ValueError(f'the BEV encoder outputs {tuple(x.shape[-2:])} maps but CenterHead\'s grid is '
-                             f'{self._head_map_size} (H, W); adjust out_size_factor or the BEV encoder')
-        return [x], depth, img_feats, mats
+        return imgs, collect_camera_matrices(batch_data_samples, imgs.shape[1], imgs.device)
 
     def depth_loss(self, depth: Tensor, batch_data_samples: Sequence[Det3DDataSample],
                    pixel_weights: Optional[Tensor] = None) -> Tensor:
@@ -353,8 +399,8 @@ class BEVDet(Base3DDetector):
         bottom centre), ``scores_3d`` ``(K,)`` and ``labels_3d`` ``(K,)`` long."""
         if getattr(self.pts_bbox_head, 'test_cfg', None) is None:
             raise ValueError('BEVDet.predict needs test_cfg=dict(pts=dict(...)) (CenterHead decoding and NMS)')
-        feats = self.extract_feat(batch_inputs_dict, batch_data_samples)
-        outs = self.pts_bbox_head(feats)
+        imgs, mats = self._inputs(batch_inputs_dict, batch_data_samples)
+        outs = self.head_outputs(imgs, *(mats[k] for k in VIEW_MATRICES))
         # CenterHead builds boxes with metainfo['box_type_3d']; our boxes are ego-frame LiDAR-style boxes
         metas = [{**sample.metainfo, 'box_type_3d': sample.metainfo.get('box_type_3d', LiDARInstance3DBoxes)}
                  for sample in batch_data_samples]
@@ -368,4 +414,5 @@ class BEVDet(Base3DDetector):
         """Raw CenterHead outputs: one ``[dict(reg, height, dim, rot, vel, heatmap)]`` per task."""
         if batch_data_samples is None:
             raise ValueError('BEVDet needs data_samples (camera matrices in metainfo) in tensor mode too')
-        return self.pts_bbox_head(self.extract_feat(batch_inputs_dict, batch_data_samples))
+        imgs, mats = self._inputs(batch_inputs_dict, batch_data_samples)
+        return self.head_outputs(imgs, *(mats[k] for k in VIEW_MATRICES))

@@ -57,14 +57,16 @@ def pad_to_4x4(mat: Tensor) -> Tensor:
 
 
 class BEVGeometry(NamedTuple):
-    """Where the frustum points of one batch land in the BEV grid (only those inside the grid).
+    """Where the frustum points of one batch land in the BEV grid.
 
-    ``point_index``: ``(K,)`` flat index into ``(B, N, D, fH, fW)`` (selects the depth probability);
+    ``point_index``: ``(K,)`` flat index into ``(B, N, D, fH, fW)`` (selects the depth probability), or None
+    when every point is kept (static geometry, ``K = B * N * D * fH * fW``);
     ``pixel_index``: ``(K,)`` flat index into ``(B, N, fH, fW)`` (selects the context feature);
-    ``ranks``: ``(K,)`` flat index into the output ``(B, nz, ny, nx)``.
+    ``ranks``: ``(K,)`` flat index into the output ``(B, nz, ny, nx)``; ``B * nz * ny * nx`` (a cell that is
+    dropped) for a point outside the grid in a static geometry.
     """
 
-    point_index: Tensor
+    point_index: Optional[Tensor]
     pixel_index: Tensor
     ranks: Tensor
 
@@ -100,6 +102,11 @@ class LSSViewTransformer(BaseModule):
         out_channels: context channels ``C`` per frustum point (BEVDet: 64).
         cache_geometry: reuse the BEV indices of the previous call when all matrices are equal (e.g. a
             fixed rig at test time without augmentation); the check is one ``torch.equal``.
+        static_geometry: splat every frustum point, those outside the grid into a dropped cell, instead of
+            selecting the points inside the grid: shapes then do not depend on the camera matrices and the
+            forward never waits for the device (no ``nonzero``, no cache check), so it can be captured as a
+            CUDA graph (``BEVDet(cuda_graphs=True)`` needs it) or compiled without graph breaks. It splats
+            more points (all of them); ``cache_geometry`` does not apply.
         camera_aware: give the depth net each pixel's ray encoding (see the module docstring).
         depth_net_channels: hidden channels of the camera-aware depth net (default ``in_channels``).
 
@@ -114,6 +121,7 @@ class LSSViewTransformer(BaseModule):
                  in_channels: int = 512,
                  out_channels: int = 64,
                  cache_geometry: bool = True,
+                 static_geometry: bool = False,
                  camera_aware: bool = False,
                  depth_net_channels: Optional[int] = None,
                  init_cfg: Optional[dict] = None) -> None:
@@ -150,6 +158,7 @@ class LSSViewTransformer(BaseModule):
         else:
             self.depth_net = nn.Conv2d(self.in_channels, self.num_depth + self.out_channels, kernel_size=1)
         self.cache_geometry = cache_geometry
+        self.static_geometry = bool(static_geometry)
         self._geometry_cache: Optional[Tuple[Tensor, BEVGeometry]] = None
 
     @property
@@ -200,10 +209,11 @@ class LSSViewTransformer(BaseModule):
             frustum = (self.frustum if frustum is None else frustum).to(device=device, dtype=torch.float32)
             ones = frustum.new_ones((*frustum.shape[:-1], 1))
             q = torch.cat([frustum, ones], dim=-1)  # (D, fH, fW, 4): (u', v', d, 1)
-            img_unaug = torch.linalg.inv(img_aug_matrix.float())
+            # inv_ex: linalg.inv's singularity check would wait for the device (not capturable)
+            img_unaug = torch.linalg.inv_ex(img_aug_matrix.float()).inverse
             p = torch.einsum('bnij,dhwj->bndhwi', img_unaug, q)  # (u, v, d, 1) in the original image
             p = torch.cat([p[..., :2] * p[..., 2:3], p[..., 2:]], dim=-1)  # (u d, v d, d, 1)
-            img2ego = bev_aug_matrix.float()[:, None] @ cam2ego.float() @ torch.linalg.inv(cam2img.float())
+            img2ego = bev_aug_matrix.float()[:, None] @ cam2ego.float() @ torch.linalg.inv_ex(cam2img.float()).inverse
             pts = torch.einsum('bnij,bndhwj->bndhwi', img2ego[..., :3, :], p)
         return pts
 
@@ -227,8 +237,11 @@ class LSSViewTransformer(BaseModule):
 
     def bev_geometry(self, cam2img: Tensor, cam2ego: Tensor, img_aug_matrix: Tensor,
                      bev_aug_matrix: Tensor) -> BEVGeometry:
-        """BEV cell of every frustum point inside the grid (see :class:`BEVGeometry`); cached by matrices."""
+        """BEV cell of every frustum point inside the grid (see :class:`BEVGeometry`); cached by matrices
+        (with ``static_geometry``: of every point, never cached)."""
         with torch.no_grad():
+            if self.static_geometry:
+                return self._static_geometry(cam2img, cam2ego, img_aug_matrix, bev_aug_matrix)
             key = None
             if self.cache_geometry:
                 key = torch.cat([pad_to_4x4(cam2img).float().flatten(1), cam2ego.float().flatten(1),
@@ -239,13 +252,8 @@ class LSSViewTransformer(BaseModule):
                     return cached[1]
             pts = self.frustum_points_ego(cam2img, cam2ego, img_aug_matrix, bev_aug_matrix)
             _, n, d, fh, fw, _ = pts.shape
-            lower = self.grid_lower.to(pts.device, torch.float32)
-            interval = self.grid_interval.to(pts.device, torch.float32)
-            # floor, not truncation: a point 0.1 m below the grid must not land in cell 0
-            cells = torch.floor((pts.reshape(-1, 3) - lower) / interval).long()
+            cells, inside = self._cells(pts)
             nx, ny, nz = self.grid_size
-            inside = ((cells[:, 0] >= 0) & (cells[:, 0] < nx) & (cells[:, 1] >= 0) & (cells[:, 1] < ny)
-                      & (cells[:, 2] >= 0) & (cells[:, 2] < nz))
             point_index = inside.nonzero().squeeze(1)
             cells = cells[point_index]
             batch = point_index // (n * d * fh * fw)
@@ -256,6 +264,31 @@ class LSSViewTransformer(BaseModule):
             if key is not None:
                 self._geometry_cache = (key.clone(), geometry)
         return geometry
+
+    def _cells(self, pts: Tensor) -> Tuple[Tensor, Tensor]:
+        """``(..., 3)`` ego points -> ``(M, 3)`` long grid cells ``(x, y, z)`` and ``(M,)`` bool inside the grid."""
+        lower = self.grid_lower.to(pts.device, torch.float32)
+        interval = self.grid_interval.to(pts.device, torch.float32)
+        # floor, not truncation: a point 0.1 m below the grid must not land in cell 0
+        cells = torch.floor((pts.reshape(-1, 3) - lower) / interval).long()
+        nx, ny, nz = self.grid_size
+        inside = ((cells[:, 0] >= 0) & (cells[:, 0] < nx) & (cells[:, 1] >= 0) & (cells[:, 1] < ny)
+                  & (cells[:, 2] >= 0) & (cells[:, 2] < nz))
+        return cells, inside
+
+    def _static_geometry(self, cam2img: Tensor, cam2ego: Tensor, img_aug_matrix: Tensor,
+                         bev_aug_matrix: Tensor) -> BEVGeometry:
+        """Every frustum point, in ``(B, N, D, fH, fW)`` order; points outside the grid go to the dropped cell."""
+        pts = self.frustum_points_ego(cam2img, cam2ego, img_aug_matrix, bev_aug_matrix)
+        b, n, d, fh, fw, _ = pts.shape
+        cells, inside = self._cells(pts)
+        nx, ny, nz = self.grid_size
+        point = torch.arange(cells.shape[0], device=cells.device)
+        batch = point // (n * d * fh * fw)
+        ranks = ((batch * nz + cells[:, 2]) * ny + cells[:, 1]) * nx + cells[:, 0]
+        ranks = torch.where(inside, ranks, b * nz * ny * nx)
+        pixel_index = (point // (d * fh * fw)) * (fh * fw) + point % (fh * fw)
+        return BEVGeometry(None, pixel_index, ranks)
 
     # -- lift / splat -------------------------------------------------------------------------
     def splat(self, context: Tensor, depth: Tensor, geometry: BEVGeometry) -> Tensor:
@@ -269,9 +302,14 @@ class LSSViewTransformer(BaseModule):
         b, n, c, fh, fw = context.shape
         nx, ny, nz = self.grid_size
         ctx = context.permute(0, 1, 3, 4, 2).reshape(b * n * fh * fw, c)
-        # gather only the points inside the grid: the (K, C) frustum features are never built densely
-        values = depth.reshape(-1)[geometry.point_index, None] * ctx[geometry.pixel_index]
-        bev = values.new_zeros(b * nz * ny * nx, c).index_add_(0, geometry.ranks, values)
+        cells = b * nz * ny * nx
+        if geometry.point_index is None:  # static: every point, the outside ones into one extra, dropped cell
+            values = depth.reshape(-1, 1) * ctx[geometry.pixel_index]
+            bev = values.new_zeros(cells + 1, c).index_add_(0, geometry.ranks, values)[:cells]
+        else:
+            # gather only the points inside the grid: the (K, C) frustum features are never built densely
+            values = depth.reshape(-1)[geometry.point_index, None] * ctx[geometry.pixel_index]
+            bev = values.new_zeros(cells, c).index_add_(0, geometry.ranks, values)
         return bev.view(b, nz, ny, nx, c).permute(0, 1, 4, 2, 3).reshape(b, nz * c, ny, nx)
 
     def forward(self, img_feats: Tensor, cam2img: Tensor, cam2ego: Tensor, img_aug_matrix: Tensor,

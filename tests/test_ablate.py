@@ -65,6 +65,7 @@ def test_help_lists_the_five_ablations() -> None:
     (['search', '--seeds', '0'], '--seeds must be >= 1'),
     (['search', '--parents', '9', '--population', '4'], '--parents (9) must not exceed --population (4)'),
     (['uniform', '--demo-work-dir', 'x'], '--demo-work-dir is for --task nuscenes'),
+    (['uniform', '--budgets', '1.2'], '--budgets must be in (0, 1]'),
     (['resolution', '--finetune-iters', '-1'], '--finetune-iters must be >= 0'),
     (['bogus'], 'invalid choice'),
 ])
@@ -141,13 +142,13 @@ def test_width_quick(ablate, coco_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_uniform_quick(ablate, coco_dir: Path) -> None:
-    result = run(ablate, 'uniform', coco_dir, '--ratios', '0.4', '0.8', '--budgets', '0.9', '--population', '2',
-                 '--parents', '1', '--generations', '1')
+    result = run(ablate, 'uniform', coco_dir, '--ratios', '0.4', '0.8', '--population', '2', '--parents', '1',
+                 '--generations', '1')
     searched = [r for r in result['rows'] if r['method'] == 'searched (evolution)']
-    assert len(searched) == 1 and searched[0]['budget'] == 0.9 and isinstance(searched[0]['meets_budget'], bool)
+    assert len(searched) == 1 and searched[0]['budget'] == 1.0 and isinstance(searched[0]['meets_budget'], bool)
     assert [len(s) for s in searched[0]['pruning_ratios']] == [2, 2, 6, 2]
     check_latency_rows(result, ('coco/bbox_mAP',))
-    assert (coco_dir / 'uniform' / 'search-0.9' / 'best.json').is_file()
+    assert (coco_dir / 'uniform' / 'search-1.0' / 'best.json').is_file()
     assert len(result['matched']) == 1
 
 

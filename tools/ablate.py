@@ -96,15 +96,17 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                                        'evaluated only, with the weights trained at the full size')
     parsers['width'].add_argument('--widths', type=float, nargs='+', default=[0.6, 0.4],
                                   help='channel scales of the narrow dense models (default 0.6 0.4)')
-    parsers['uniform'].add_argument('--budgets', type=float, nargs='+', default=[0.6, 0.75, 0.9],
-                                    help='search budgets as fractions of the dense encoder latency')
+    parsers['uniform'].add_argument('--budgets', type=float, nargs='+', default=None,
+                                    help='search budgets as fractions of the dense encoder latency (default 0.6 0.75 '
+                                    '0.9; --quick: 1.0, as fixed costs dominate at its tiny input)')
     for name, (pop, parents, gens) in (('uniform', (6, 3, 2)), ('search', (8, 4, 4))):
         parsers[name].add_argument('--population', type=int, default=pop, help='evolution population')
         parsers[name].add_argument('--parents', type=int, default=parents, help='evolution parents')
         parsers[name].add_argument('--generations', type=int, default=gens, help='evolution generations')
     parsers['search'].add_argument('--seeds', type=int, default=3, help='search seeds (default 3)')
-    parsers['search'].add_argument('--latency-ratio', type=float, default=0.75,
-                                   help='search budget, a fraction of the dense encoder latency (default 0.75)')
+    parsers['search'].add_argument('--latency-ratio', type=float, default=None,
+                                   help='search budget, a fraction of the dense encoder latency (default 0.75; '
+                                   '--quick: 1.0)')
     args = parser.parse_args(argv)
     check_args(parser, args)
     return args
@@ -123,10 +125,16 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f'--timing-repeats must be >= 1, got {args.timing_repeats}')
     if args.demo_work_dir is not None and args.task != 'nuscenes':
         parser.error('--demo-work-dir is for --task nuscenes')
-    for name in ('scales', 'widths', 'budgets'):
+    if args.ablation == 'uniform' and args.budgets is None:
+        args.budgets = [1.0] if args.quick else [0.6, 0.75, 0.9]
+    if args.ablation == 'search' and args.latency_ratio is None:
+        args.latency_ratio = 1.0 if args.quick else 0.75
+    for name in ('scales', 'widths'):
         values = getattr(args, name, None)
         if values is not None and any(not 0.0 < v < 1.0 for v in values):
             parser.error(f'--{name} must be in (0, 1), got {values}')
+    if getattr(args, 'budgets', None) is not None and any(not 0.0 < v <= 1.0 for v in args.budgets):
+        parser.error(f'--budgets must be in (0, 1], got {args.budgets}')
     for name in ('population', 'parents', 'generations', 'seeds'):
         value = getattr(args, name, None)
         if value is not None and value < 1:

@@ -214,3 +214,19 @@ def test_mmdet3d_own_tools_run_the_same_config(trained: tuple[Path, str], tmp_pa
     assert 'Loads checkpoint by safe_local backend' in log  # the plugin's loader, via custom_imports
     tested = float(re.findall(r'Iter\(test\).*?toy/mse: ([0-9.]+)', log)[-1])
     assert tested == pytest.approx(val_metrics(trained[1])[-1], abs=1e-4)
+
+
+def test_runs_in_one_process_keep_their_own_visualizer(tmp_path: Path) -> None:
+    """mmdet's and mmseg's runtimes name the visualizer 'visualizer'; a second run in the process (make demo,
+    tools/ablate.py) must still write its scalars into its own work dir, not the first run's."""
+    work_dirs = [tmp_path / 'first', tmp_path / 'second']
+    for i, work_dir in enumerate(work_dirs):
+        cfg = load_config(str(CONFIG), {'experiment_name': f'toy-vis-{i}', 'log_level': 'WARNING',
+                                        'train_cfg.max_iters': 1, 'train_cfg.val_interval': 1,
+                                        'visualizer': dict(type='Visualizer', name='visualizer',
+                                                           vis_backends=[dict(type='LocalVisBackend')])},
+                          'none', str(work_dir))
+        init_scope(cfg)
+        build_runner(cfg).train()
+    for work_dir in work_dirs:
+        assert list(work_dir.glob('*/vis_data/scalars.json')), f'no scalars in {work_dir}'

@@ -66,8 +66,7 @@ def train_cached(name: str, cfg: Any, config: Path | str, key: str,
 
     ``config`` names the config file in the log. Returns the final checkpoint and ``key``.
     """
-    from mmengine.runner import Runner
-
+    from ..utils.entrypoint import build_runner
     from ..utils.run_checkpoints import prepare_training_run
 
     work_dir = Path(cfg.work_dir)
@@ -81,7 +80,7 @@ def train_cached(name: str, cfg: Any, config: Path | str, key: str,
     log(f'training {_short(config)} for {cfg.train_cfg.max_iters} iterations '
         f'(batch {cfg.train_dataloader.batch_size}) in {work_dir}')
     start = time.perf_counter()
-    Runner.from_cfg(cfg).train()
+    build_runner(cfg).train()
     log(f'{name} training took {time.perf_counter() - start:.0f} s')
     return done, key
 
@@ -104,15 +103,14 @@ class TrainedDetector:
     """
 
     def __init__(self, cfg: Any, checkpoint: Path) -> None:
-        from mmengine.runner import Runner
-
         from ..search import CachedLoader
         from ..utils.checkpoint_fit import add_checkpoint_fit_hook
+        from ..utils.entrypoint import build_runner
         from .sparsity_adaptation import find_image_encoder
 
         cfg.load_from = str(checkpoint)
         add_checkpoint_fit_hook(cfg, str(checkpoint))  # never evaluate weights that do not fit
-        self.runner = Runner.from_cfg(cfg)
+        self.runner = build_runner(cfg)
         self.runner.load_checkpoint(str(checkpoint), map_location='cpu')
         # the test loop runs outside runner.test(): start the hooks' run as runner.test() would
         self.runner.call_hook('before_run')

@@ -118,9 +118,8 @@ def build_search_runner(cfg: Config, checkpoint: str, work_dir: str | Path, allo
     :func:`run_search`: a checkpoint that does not fit the model is refused (``CheckpointMismatchError``)
     unless ``allow_partial_load``, and no ``CheckpointHook`` runs (nothing is trained; a hook with
     ``save_best``, as mmseg's configs have, would save a checkpoint after every candidate's validation)."""
-    from mmengine.runner import Runner
-
     from ..utils.checkpoint_fit import add_checkpoint_fit_hook
+    from ..utils.entrypoint import build_runner
 
     cfg = copy.deepcopy(cfg)
     cfg.work_dir = str(work_dir)
@@ -128,7 +127,7 @@ def build_search_runner(cfg: Config, checkpoint: str, work_dir: str | Path, allo
     if cfg.get('default_hooks', {}).get('checkpoint') is not None:
         cfg.default_hooks.checkpoint = None
     add_checkpoint_fit_hook(cfg, str(checkpoint), allow_partial_load)
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.load_checkpoint(str(checkpoint), map_location='cpu')
     return runner
 

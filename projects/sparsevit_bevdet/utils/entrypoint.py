@@ -123,7 +123,16 @@ def init_scope(cfg: Config) -> None:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """``Runner.from_cfg``, or the registered runner named by ``runner_type``."""
+    """``Runner.from_cfg``, or the registered runner named by ``runner_type``; the visualizer is the run's own.
+
+    mmdet's and mmseg's default runtimes name their visualizer ``'visualizer'``, and mmengine hands an existing
+    instance of that name to every later runner of the process, so a second run in one process (``make demo``,
+    ``tools/ablate.py``, tests) would write its scalars and images into the first run's directory. Without the
+    fixed name the runner names the visualizer after its own experiment.
+    """
+    visualizer = cfg.get('visualizer')
+    if isinstance(visualizer, dict) and 'name' in visualizer:
+        cfg.visualizer = {k: v for k, v in visualizer.items() if k != 'name'}
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

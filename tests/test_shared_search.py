@@ -116,6 +116,21 @@ def test_two_workers_run_one_search(tmp_path):
     print(f'evaluations per worker: {Counter(t.user_attrs["worker"] for t in ts if t.state == TrialState.COMPLETE)}')
 
 
+def kill_a_worker_mid_evaluation(storage: str, tmp_path: Path, options: list[str], b_eval_seconds: str
+                                  ) -> tuple[subprocess.Popen, subprocess.Popen, FrozenTrial]:
+    """Worker A, whose evaluations never end, is SIGKILLed in the middle of its first one once worker B (each
+    evaluation ``b_eval_seconds``) completed one. Returns (A, B, A's trial left RUNNING)."""
+    reader = open_storage(storage, 1, 2)
+    a = start_worker(storage, tmp_path / 'a.json', '--eval-seconds', '3600', *options)
+    wait_until(lambda: bool(of_worker(trials(reader), a.pid, TrialState.RUNNING)), [a], 'evaluation started by A')
+    b = start_worker(storage, tmp_path / 'b.json', '--eval-seconds', b_eval_seconds, *options)
+    wait_until(lambda: bool(of_worker(trials(reader), b.pid, TrialState.COMPLETE)), [a, b], 'evaluation by B')
+    [killed] = of_worker(trials(reader), a.pid, TrialState.RUNNING)
+    os.kill(a.pid, signal.SIGKILL)
+    assert a.wait(timeout=SAFETY_S) == -signal.SIGKILL
+    return a, b, killed
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('kind', ['sqlite', 'journal'])
 def test_killed_worker_loses_nothing(tmp_path, kind):
@@ -123,14 +138,7 @@ def test_killed_worker_loses_nothing(tmp_path, kind):
     reader = open_storage(storage, 1, 2)
     log = tmp_path / 'events.jsonl'
     options = ['--events', str(log), '--heartbeat-interval', '1', '--grace-period', '2']
-    # worker A's evaluations never end: it is killed in the middle of its first one
-    a = start_worker(storage, tmp_path / 'a.json', '--eval-seconds', '3600', *options)
-    wait_until(lambda: bool(of_worker(trials(reader), a.pid, TrialState.RUNNING)), [a], 'evaluation started by A')
-    b = start_worker(storage, tmp_path / 'b.json', '--eval-seconds', '0.2', *options)
-    wait_until(lambda: bool(of_worker(trials(reader), b.pid, TrialState.COMPLETE)), [a, b], 'evaluation by B')
-    [killed] = of_worker(trials(reader), a.pid, TrialState.RUNNING)
-    os.kill(a.pid, signal.SIGKILL)
-    assert a.wait(timeout=SAFETY_S) == -signal.SIGKILL
+    a, b, killed = kill_a_worker_mid_evaluation(storage, tmp_path, options, '0.2')
     result = finish(b)  # B takes the killed trial for dead once its heartbeat is 2 s old, and retries it
     restarted = start_worker(storage, tmp_path / 'a2.json', '--eval-seconds', '0.2', *options)
     assert finish(restarted) == result == toy.reference()
@@ -157,14 +165,8 @@ def test_restarted_worker_rejoins_a_running_search(tmp_path):
     reader = open_storage(storage, 1, 2)
     log = tmp_path / 'events.jsonl'
     options = ['--events', str(log), '--heartbeat-interval', '1', '--grace-period', '2']
-    a = start_worker(storage, tmp_path / 'a.json', '--eval-seconds', '3600', *options)
-    wait_until(lambda: bool(of_worker(trials(reader), a.pid, TrialState.RUNNING)), [a], 'evaluation started by A')
     # B is slow (1 s per evaluation, about 20 evaluations): the search is still running when A comes back
-    b = start_worker(storage, tmp_path / 'b.json', '--eval-seconds', '1', *options)
-    wait_until(lambda: bool(of_worker(trials(reader), b.pid, TrialState.COMPLETE)), [a, b], 'evaluation by B')
-    [killed] = of_worker(trials(reader), a.pid, TrialState.RUNNING)
-    os.kill(a.pid, signal.SIGKILL)
-    assert a.wait(timeout=SAFETY_S) == -signal.SIGKILL
+    a, b, killed = kill_a_worker_mid_evaluation(storage, tmp_path, options, '1')
     restarted = start_worker(storage, tmp_path / 'a2.json', '--eval-seconds', '0.1', *options)
     wait_until(lambda: bool(of_worker(trials(reader), restarted.pid, TrialState.COMPLETE)), [b, restarted],
                'evaluation by the restarted worker')

@@ -171,6 +171,31 @@ def test_gated_attention_reduces_to_attention_over_kept_keys():
             torch.testing.assert_close(got[w, i], expected, rtol=0, atol=1e-5)
 
 
+def test_gated_attention_is_finite_when_a_gated_out_key_dominates():
+    """A pruned key scoring far above every key its query sees (trained weights do) must not overflow exp: the
+    COCO ablation's token fine-tune was NaN from its first iteration when it did."""
+    torch.manual_seed(9)
+    model = SparseViT(embed_dims=16, depths=(1,), num_heads=(2,), strides=(4,), out_indices=(0,))
+    w_msa = model.stages[0].blocks[0].attn.w_msa
+    qkv = torch.randn(2, 49, 48)
+    qkv[:, :, :16] = 1.0  # every query the same
+    qkv[:, 5, 16:32] = 400.0  # key 5's logit is about 400 * scale * 8 above the others
+    keep = torch.ones(2, 49)
+    keep[:, 5] = 0.0
+    keep.requires_grad_(True)
+    qkv.requires_grad_(True)
+    got = masked_window_attention(w_msa, qkv, None, keep)
+    got.square().sum().backward()
+    assert torch.isfinite(got).all() and torch.isfinite(keep.grad).all() and torch.isfinite(qkv.grad).all()
+    # the forward is attention over the kept keys: key 5 is invisible to every query but itself
+    moderate = qkv.detach().clone()
+    moderate[:, 5, 16:32] = 0.0
+    reference = masked_window_attention(w_msa, moderate, None, keep.detach())
+    rows = torch.arange(49) != 5
+    torch.testing.assert_close(got.detach().view(2, 49, 16)[:, rows], reference.view(2, 49, 16)[:, rows],
+                               rtol=0, atol=1e-5)
+
+
 def test_training_gradients_reach_the_predictors(mmdet_swin):
     model = make_model(mmdet_swin, pruning_ratios=RATIOS).train()
     torch.manual_seed(7)

@@ -230,3 +230,16 @@ def test_runs_in_one_process_keep_their_own_visualizer(tmp_path: Path) -> None:
         build_runner(cfg).train()
     for work_dir in work_dirs:
         assert list(work_dir.glob('*/vis_data/scalars.json')), f'no scalars in {work_dir}'
+
+
+def test_train_stops_on_a_nonfinite_loss_before_saving_its_weights(tmp_path: Path) -> None:
+    """A diverging run fails with the iteration and the loss terms named, not silently on NaN weights."""
+    work_dir = tmp_path / 'work'
+    proc = run_tool('train.py', CONFIG, '--work-dir', work_dir, '--cfg-options', 'optim_wrapper.optimizer.lr=1e20',
+                    cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert 'NonFiniteLossError' in proc.stderr and 'consecutive iterations' in proc.stderr
+    failed_at = int(re.search(r'up to iteration (\d+) of 8', proc.stderr).group(1))
+    assert failed_at < 8
+    # no checkpoint of an iteration at or after the failure holds the broken weights
+    assert all(int(p.stem.split('_')[1]) < failed_at for p in work_dir.glob('iter_*.pth'))

@@ -25,6 +25,7 @@ if str(REPO_ROOT) not in sys.path:
 # Importing the plugin installs safe (weights_only) checkpoint loading before any checkpoint is
 # read, also for configs that do not list it in custom_imports.
 import projects.sparsevit_bevdet  # noqa: E402,F401
+from projects.sparsevit_bevdet.engine.finite_loss import add_finite_loss_hook  # noqa: E402
 from projects.sparsevit_bevdet.utils.distributed import setup_distributed  # noqa: E402
 from projects.sparsevit_bevdet.utils.entrypoint import (  # noqa: E402
     add_common_args,
@@ -81,6 +82,8 @@ def main(argv=None) -> None:
     init_scope(cfg)
     # CPU-only multi-process runs: gloo and our own process group (mmengine's init_dist needs CUDA)
     setup_distributed(cfg)
+    # a NaN / infinite loss stops the run with an error instead of training on to NaN weights
+    add_finite_loss_hook(cfg)
     runner = build_runner(cfg)
     runner.train()
 

@@ -168,7 +168,10 @@ def masked_window_attention(w_msa: WindowMSA, qkv: Tensor, regions: Optional[tup
     logits = logits.float()
     # the max over the keys a query sees: its largest weight is exactly 1, so the sum is >= 1
     shift = logits.masked_fill(gate.detach() == 0, -math.inf).amax(-1, keepdim=True)
-    weights = torch.exp(logits - shift) * gate
+    # A gated-out key may score far above every key the query sees (trained weights: by more than 88, where
+    # float32's exp overflows, and inf * 0 is NaN). Capping the exponent at the visible maximum changes no
+    # forward value (those weights are multiplied by 0) and bounds the gate's gradient there by 1 / sum.
+    weights = torch.exp((logits - shift).clamp(max=0.0)) * gate
     probs = weights / weights.sum(-1, keepdim=True)
     probs = F.dropout(probs, w_msa.attn_drop_rate, training=w_msa.training)
     return (probs.to(v.dtype) @ v).transpose(1, 2).reshape(num_windows * n, c)

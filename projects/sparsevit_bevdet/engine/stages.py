@@ -68,6 +68,7 @@ def train_cached(name: str, cfg: Any, config: Path | str, key: str,
     """
     from ..utils.entrypoint import build_runner
     from ..utils.run_checkpoints import prepare_training_run
+    from .finite_loss import add_finite_loss_hook
 
     work_dir = Path(cfg.work_dir)
     claim_stage_dir(work_dir, key, log)
@@ -80,6 +81,7 @@ def train_cached(name: str, cfg: Any, config: Path | str, key: str,
     log(f'training {_short(config)} for {cfg.train_cfg.max_iters} iterations '
         f'(batch {cfg.train_dataloader.batch_size}) in {work_dir}')
     start = time.perf_counter()
+    add_finite_loss_hook(cfg)  # a stage whose loss turns NaN fails instead of caching NaN weights
     build_runner(cfg).train()
     log(f'{name} training took {time.perf_counter() - start:.0f} s')
     return done, key

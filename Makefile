@@ -27,8 +27,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) tools/benchmark_latency.py --arch tiny --shape 6 3 256 704 --json work_dirs/bench/latency_cpu.json --plot work_dirs/bench/latency_cpu.png
 
-bench-cuda: $(STAMP)
-	PYTHON=$(PY) bash tools/benchmark_cuda.sh work_dirs/bench/cuda
+# no venv needed: a GPU machine without OpenMMLab packages runs it from tools/pack_device.sh's .device
+bench-cuda:
+	PYTHON=$(if $(wildcard $(PY)),$(PY),python3) bash tools/benchmark_cuda.sh work_dirs/bench/cuda
 
 clean-venv:
 	rm -rf $(VENV)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -56,3 +57,27 @@ def test_config_without_sparsevit_is_refused(capsys):
         load_tool('benchmark_model').parse_args([COCO_SYNTH, '--shape', '1', '3', '64', '64', '--configs',
                                                  'configs/bevdet/bevdet_swin-t_8xb8-cbgs-24e_nuscenes-256x704.py'])
     assert 'has no SparseViT backbone' in capsys.readouterr().err
+
+
+BEVDET_DEMO = 'configs/bevdet/bevdet_sparsevit-t_nuscenes-synth_cpu-demo.py'
+
+
+def test_whole_bevdet_rows_per_setting_and_mode(tmp_path):
+    """tools/benchmark_bevdet.py (the whole detector up to CenterHead's outputs, the script make bench-cuda runs)."""
+    tool = load_tool('benchmark_bevdet')
+    out = tmp_path / 'bevdet.json'
+    searched = '[[0.8, 0.8], [0.5, 0.5], [0.3, 0.3, 0.3, 0.3, 0.3, 0.3], [0, 0]]'
+    payload = tool.main([BEVDET_DEMO, '--device', 'cpu', '--ratios', '0.6', '--searched', searched, '--repeats', '1',
+                         '--warmup', '0', '--threads', str(torch.get_num_threads()), '--json', str(out)])
+    assert json.loads(out.read_text())['rows'] == payload['rows']
+    rows = {r['setting']: r for r in payload['rows']}
+    assert list(rows) == ['r=0.00', 'r=0.60', 'searched']
+    assert rows['searched']['ratio'][0] == [0.8, 0.8] and rows['r=0.60']['ratio'] == 0.6
+    assert rows['r=0.00']['vs_dense'] == 1.0 and all(r['median_ms'] > 0 and r['mode'] == 'eager' for r in rows.values())
+    assert '1 x 6 x 3 x 128 x 352' in payload['title']
+    # the rig is nuScenes': six cameras around the ego, the front one looking along +x
+    rig = tool.nuscenes_rig((128, 352))
+    optical_axes = rig['cam2ego'][:, :3, 2]
+    assert optical_axes[0, 0] > 0.99 and len({round(float(np.arctan2(a[1], a[0])), 1) for a in optical_axes}) == 6
+    with pytest.raises(SystemExit):
+        tool.parse_args([BEVDET_DEMO, '--device', 'cpu', '--modes', 'graph'])

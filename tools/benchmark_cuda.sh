@@ -9,15 +9,30 @@
 #   tools/benchmark_cuda.sh [OUT_DIR]          # default work_dirs/bench/cuda; PYTHON=... picks the interpreter
 #   COMPILE_CAP_S=150 tools/benchmark_cuda.sh  # seconds allowed to the compiled table (default 150)
 #
-# Needs torch with CUDA and the mm* packages importable (on a machine without a package index, put their Python
-# sources on PYTHONPATH; mmcv's compiled ops are not used by the encoders). Each table is written to
-# OUT_DIR/<name>.json as soon as it is done, with the GPU, driver, torch and CUDA versions in OUT_DIR/env.json,
-# so a run cut short keeps what it finished.
+# On a lent device machine (tools/pack_device.sh run here first; device tool: carry ['.device'], timeout_s 600;
+# at most 8 files come back, so the tables travel as one archive, written even when the cap stops the run):
+#   timeout 540 bash tools/benchmark_cuda.sh /tmp/cuda > /tmp/cuda.log 2>&1; cp /tmp/cuda.log /tmp/cuda/;
+#   tar -C /tmp -czf "$OUT/cuda.tgz" cuda; tail -c 6000 /tmp/cuda.log
+#
+# Needs torch with CUDA and the mm* packages importable. On a machine without them or a package index (the lent
+# device machines), pack them here first with tools/pack_device.sh and carry .device: this script then unpacks
+# .device/site.tar.gz and installs .device/whl into /tmp/sparsevit-device (mmcv without its compiled ops, which
+# the timed forwards do not use). Each table is written to OUT_DIR/<name>.json as soon as it is done, with the
+# GPU, driver, torch and CUDA versions in OUT_DIR/env.json, so a run cut short keeps what it finished.
 set -uo pipefail
+cd "$(dirname "$0")/.."
 OUT=${1:-work_dirs/bench/cuda}
-PY=${PYTHON:-python}
+PY=${PYTHON:-python3}
 CAP=${COMPILE_CAP_S:-150}
 mkdir -p "$OUT"
+if ! "$PY" -c 'import mmdet3d' 2>/dev/null; then
+    [ -f .device/site.tar.gz ] || { echo 'benchmark_cuda.sh: mmdet3d is not importable and .device is missing (run tools/pack_device.sh where the venv is)'; exit 1; }
+    DEV=/tmp/sparsevit-device
+    rm -rf "$DEV" && mkdir -p "$DEV" && tar -C "$DEV" -xzf .device/site.tar.gz || exit 1
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$DEV/site" .device/whl/*.whl || exit 1
+    export PYTHONPATH="$PWD:$DEV/site${PYTHONPATH:+:$PYTHONPATH}"
+    "$PY" -c 'import mmdet3d, mmdet, mmseg, mmcv.ops; print("mm* from", mmdet3d.__file__)' || exit 1
+fi
 "$PY" - "$OUT/env.json" <<'PYEOF' || exit 1
 import json, subprocess, sys, torch
 if not torch.cuda.is_available():
@@ -45,6 +60,12 @@ for dtype in float32 float16; do
     table "mask-rcnn_672_$dtype" "${MASK_RCNN[@]}" --dtype $dtype --ratios 0 0.6 --configs $PAPER --modes eager graph
     table "bevdet_256x704_$dtype" "${BEVDET[@]}" --dtype $dtype --ratios 0 0.2 0.4 0.6 0.8 --modes eager graph \
         --plot "$OUT/bevdet_256x704_$dtype.png"
+done
+# the whole detector up to CenterHead's outputs (full-size BEVDet, Swin-T at 6 x 3 x 256 x 704; no NMS)
+for dtype in float32 float16; do
+    echo "=== bevdet_whole_$dtype: tools/benchmark_bevdet.py"
+    "$PY" tools/benchmark_bevdet.py --device cuda --dtype $dtype --modes eager graph --ratios 0 0.4 0.6 \
+        --warmup 3 --repeats 20 --profile --json "$OUT/bevdet_whole_$dtype.json" || status=1
 done
 table swin-l_1024x2048_float16 --arch large --window-size 12 --shape 1 3 1024 2048 --out-indices 0 1 2 3 \
     --dtype float16 --ratios 0 0.6 --modes eager graph --repeats 15

@@ -142,10 +142,12 @@ def test_width_quick(ablate, coco_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_uniform_quick(ablate, coco_dir: Path) -> None:
+    # a budget no configuration fits is skipped with a note; the feasible one still makes the comparison
     result = run(ablate, 'uniform', coco_dir, '--ratios', '0.4', '0.8', '--population', '2', '--parents', '1',
-                 '--generations', '1')
+                 '--generations', '1', '--budgets', '0.05', '1.0')
     searched = [r for r in result['rows'] if r['method'] == 'searched (evolution)']
     assert len(searched) == 1 and searched[0]['budget'] == 1.0 and isinstance(searched[0]['meets_budget'], bool)
+    assert any(note.startswith('Budget 0.05 x dense: no configuration') for note in result['notes'])
     assert [len(s) for s in searched[0]['pruning_ratios']] == [2, 2, 6, 2]
     check_latency_rows(result, ('coco/bbox_mAP',))
     assert (coco_dir / 'uniform' / 'search-1.0' / 'best.json').is_file()

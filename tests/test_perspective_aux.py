@@ -9,7 +9,10 @@ import torch
 from mmdet3d.structures import LiDARInstance3DBoxes
 
 from projects.sparsevit_bevdet.models.perspective_aux import (
+    HEADING_BINS,
     PerspectiveObjectnessHead,
+    covering_box_index,
+    perspective_attribute_targets,
     perspective_targets,
     sigmoid_focal_loss,
 )
@@ -102,3 +105,62 @@ def test_bevdet_loss_includes_the_perspective_term_and_it_reaches_the_encoder() 
     assert grad is not None and grad.abs().sum() > 0
     with pytest.raises(ValueError, match='perspective_loss_weight must be >= 0'):
         build(dict(model_cfg(), perspective_loss_weight=-1.0))
+
+
+def attributes_of(rows: list, meta: Optional[dict] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heading bins and moving targets of (x, y, z, l, w, h, yaw, vx, vy) rows, first sample."""
+    mats = matrices([meta or rig_metainfo()])
+    box = LiDARInstance3DBoxes(torch.tensor(rows, dtype=torch.float32), box_dim=9)
+    index = covering_box_index([box.corners], mats, FEATURE, STRIDE)
+    heading, moving = perspective_attribute_targets([box.tensor], index, mats)
+    return heading[0], moving[0]
+
+
+def covered_value(target: torch.Tensor, cam: int) -> float:
+    values = target[cam][target[cam] >= 0].unique()
+    assert len(values) == 1, values
+    return values.item()
+
+
+def test_heading_targets_are_the_side_the_camera_sees() -> None:
+    """The bin is the box's heading relative to the ray, so the same appearance gives the same bin anywhere."""
+    ahead = [10.0, 0.13, 0.0, 4.5, 1.9, 1.6]
+    away, toward = attributes_of([[*ahead, 0.0, 5.0, 0.0]]), attributes_of([[*ahead, math.pi, 0.0, 0.0]])
+    # driving away shows the back (alpha = 0: bin 0), driving toward shows the front (alpha = pi: half a turn)
+    assert covered_value(away[0], FRONT) == 0 and covered_value(toward[0], FRONT) == HEADING_BINS // 2
+    assert covered_value(away[1], FRONT) == 1.0 and covered_value(toward[1], FRONT) == 0.0  # 5 m/s vs parked
+    # behind the ego, a box heading -x also drives away from the back camera: the same bin
+    behind = attributes_of([[-10.0, 0.0, 0.0, 4.5, 1.9, 1.6, math.pi, 0.0, 0.0]])
+    assert covered_value(behind[0], BACK) == 0
+    # crossing left to right in front (heading -y, alpha = -pi/2) vs right to left: bins a half turn apart
+    left_to_right = covered_value(attributes_of([[*ahead, -math.pi / 2, 0.0, 0.0]])[0], FRONT)
+    right_to_left = covered_value(attributes_of([[*ahead, math.pi / 2, 0.0, 0.0]])[0], FRONT)
+    assert left_to_right == 3 * HEADING_BINS // 4 and right_to_left == HEADING_BINS // 4
+    # a mirrored image shows the mirrored side: the lateral direction swaps, front / back stays
+    mirror = torch.eye(4)
+    mirror[0, 0], mirror[0, 3] = -1.0, IMG_W - 1.0
+    flipped = rig_metainfo(img_aug=mirror.numpy())
+    assert covered_value(attributes_of([[*ahead, -math.pi / 2, 0.0, 0.0]], flipped)[0], FRONT) == right_to_left
+    assert covered_value(attributes_of([[*ahead, math.pi, 0.0, 0.0]], flipped)[0], FRONT) == HEADING_BINS // 2
+    # unknown velocity (nuScenes gives NaN for some boxes) is ignored, not called static
+    unknown = attributes_of([[*ahead, 0.0, float('nan'), float('nan')]])[1]
+    assert (unknown == -1).all()
+
+
+def test_bevdet_attribute_loss_trains_the_attribute_outputs() -> None:
+    torch.manual_seed(0)
+    model = build(dict(model_cfg(), perspective_loss_weight=1.0, perspective_attribute_weight=1.0))
+    model.init_weights()
+    model.train()
+    head = model.perspective_head
+    assert head.num_attributes == HEADING_BINS + 1 and head.layers[-1].out_channels == len(CLASS_NAMES) + 9
+    data = model.data_preprocessor(synthetic_batch(batch_size=1), training=True)
+    with_attributes = model(**data, mode='loss')['loss_perspective']
+    with_attributes.backward()
+    grad = head.layers[-1].weight.grad
+    assert grad[len(CLASS_NAMES):].abs().sum() > 0  # the heading and moving logits get gradient
+    model.perspective_attribute_weight = 0.0
+    classes_only = model(**data, mode='loss')['loss_perspective']
+    assert with_attributes > classes_only > 0  # 8-way cross-entropy near log(8) at the start adds to the loss
+    with pytest.raises(ValueError, match='needs the perspective head'):
+        build(dict(model_cfg(), perspective_attribute_weight=1.0))

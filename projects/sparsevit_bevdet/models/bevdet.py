@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from mmdet3d.models.detectors import Base3DDetector
 from mmdet3d.registry import MODELS
 from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
@@ -27,7 +28,14 @@ from torch import Tensor, nn
 
 from ..utils.cuda_graphs import GraphedModule
 from .auxiliary_losses import add_backbone_losses
-from .perspective_aux import PerspectiveObjectnessHead, perspective_targets, sigmoid_focal_loss
+from .perspective_aux import (
+    HEADING_BINS,
+    PerspectiveObjectnessHead,
+    covering_box_index,
+    perspective_attribute_targets,
+    perspective_targets,
+    sigmoid_focal_loss,
+)
 from .view_transformer import pad_to_4x4
 
 __all__ = ['BEVDet', 'collect_camera_matrices']
@@ -104,6 +112,11 @@ class BEVDet(Base3DDetector):
             (:mod:`~.perspective_aux`: a small head classifies every image-feature pixel by the ground-truth
             box covering it; focal loss; training only); 0 (default) trains as BEVDet.
         perspective_head_channels: hidden channels of that head.
+        perspective_attribute_weight: with the perspective head, also classify each covered pixel's box heading
+            relative to the camera ray (8 bins, cross-entropy) and whether it moves (binary cross-entropy), a
+            short path for what CenterHead's rot / vel regression needs (:func:`~.perspective_aux.
+            perspective_attribute_targets`); this weight times the sum of the two, inside ``loss_perspective``'s
+            weight. 0 (default): classes only.
         depth_object_weight: extra weight of the depth loss on feature pixels covered by a ground-truth box
             (their weight is ``1 + depth_object_weight``, the ground's 1): the ground dominates the pixels and
             its depth is learnt early, while objects' depth, which places them in BEV, is not; 0 (default)
@@ -134,6 +147,7 @@ class BEVDet(Base3DDetector):
                  depth_loss_weight: float = 0.0,
                  perspective_loss_weight: float = 0.0,
                  perspective_head_channels: int = 64,
+                 perspective_attribute_weight: float = 0.0,
                  depth_object_weight: float = 0.0,
                  cuda_graphs: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
@@ -144,6 +158,12 @@ class BEVDet(Base3DDetector):
         if not perspective_loss_weight >= 0.0:
             raise ValueError(f'perspective_loss_weight must be >= 0, got {perspective_loss_weight!r}')
         self.perspective_loss_weight = float(perspective_loss_weight)
+        if not perspective_attribute_weight >= 0.0:
+            raise ValueError(f'perspective_attribute_weight must be >= 0, got {perspective_attribute_weight!r}')
+        if perspective_attribute_weight > 0 and not perspective_loss_weight > 0:
+            raise ValueError('perspective_attribute_weight > 0 needs the perspective head: '
+                             'set perspective_loss_weight > 0')
+        self.perspective_attribute_weight = float(perspective_attribute_weight)
         if not depth_object_weight >= 0.0:
             raise ValueError(f'depth_object_weight must be >= 0, got {depth_object_weight!r}')
         self.depth_object_weight = float(depth_object_weight)
@@ -182,8 +202,9 @@ class BEVDet(Base3DDetector):
             if num_classes == 0:
                 raise ValueError('perspective_loss_weight > 0 needs the class list: give class_names or CenterHead '
                                  'tasks with class_names')
-            self.perspective_head = PerspectiveObjectnessHead(self.img_view_transformer.in_channels, num_classes,
-                                                              hidden_channels=perspective_head_channels)
+            self.perspective_head = PerspectiveObjectnessHead(
+                self.img_view_transformer.in_channels, num_classes, hidden_channels=perspective_head_channels,
+                num_attributes=HEADING_BINS + 1 if self.perspective_attribute_weight > 0 else 0)
 
     def init_weights(self) -> None:
         """mmengine's recursive init, plus the heatmap prior of CenterHead's task heads, which it misses.
@@ -388,10 +409,26 @@ class BEVDet(Base3DDetector):
         :func:`~.perspective_aux.perspective_targets` of the ground-truth boxes."""
         b, n, c, fh, fw = img_feats.shape
         logits = self.perspective_head(img_feats.reshape(b * n, c, fh, fw))
-        targets = perspective_targets([gt.bboxes_3d.corners for gt in batch_gt_instances_3d],
-                                      [gt.labels_3d for gt in batch_gt_instances_3d], mats, logits.shape[1],
-                                      (fh, fw), self.img_view_transformer.downsample)
-        return sigmoid_focal_loss(logits, targets.reshape(b * n, -1, fh, fw))
+        num_classes = self.perspective_head.num_classes
+        index = covering_box_index([gt.bboxes_3d.corners for gt in batch_gt_instances_3d], mats, (fh, fw),
+                                   self.img_view_transformer.downsample)
+        targets = perspective_targets(None, [gt.labels_3d for gt in batch_gt_instances_3d], mats, num_classes,
+                                      (fh, fw), self.img_view_transformer.downsample, index=index)
+        loss = sigmoid_focal_loss(logits[:, :num_classes], targets.reshape(b * n, -1, fh, fw))
+        if self.perspective_attribute_weight == 0:
+            return loss
+        heading, moving = perspective_attribute_targets([gt.bboxes_3d.tensor for gt in batch_gt_instances_3d],
+                                                        index, mats)
+        attributes = logits[:, num_classes:].float().permute(0, 2, 3, 1).reshape(-1, HEADING_BINS + 1)
+        heading, moving = heading.flatten(), moving.flatten()
+        terms = []
+        if (heading >= 0).any():
+            terms.append(F.cross_entropy(attributes[heading >= 0, :HEADING_BINS], heading[heading >= 0]))
+        if (moving >= 0).any():
+            terms.append(F.binary_cross_entropy_with_logits(attributes[moving >= 0, HEADING_BINS],
+                                                            moving[moving >= 0]))
+        attribute_loss = sum(terms) if terms else attributes.sum() * 0.0  # keeps the head in the graph (DDP)
+        return loss + self.perspective_attribute_weight * attribute_loss
 
     def predict(self, batch_inputs_dict: Dict[str, Any], batch_data_samples: List[Det3DDataSample],
                 **kwargs) -> List[Det3DDataSample]:

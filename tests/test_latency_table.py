@@ -198,3 +198,34 @@ def test_calibration_persisted_reloaded_and_redone_for_another_profile(encoder, 
     other = load()
     assert calls == [2, 2, 2] and other.calibration.key['threads'] == 7
     assert json.loads(path.read_text())['calibration']['key']['threads'] == 7
+
+
+def test_graph_replaying_encoder_profiled_eagerly_and_keyed_apart(images):
+    """``cuda_graphs=True``: on CPU the encoder runs eagerly and its table is eager's; the profile itself always
+    runs eagerly (replay would skip the per-block hooks) and leaves the flag as it was."""
+    torch.manual_seed(0)
+    graphed = SparseViT(**SMALL, cuda_graphs=True).eval()
+    eager = SparseViT(**SMALL).eval()
+    assert latency_table.table_key(graphed, images, CHOICES) == latency_table.table_key(eager, images, CHOICES)
+    seen = []
+    handle = graphed.stages[0].register_forward_hook(lambda *_: seen.append(graphed.cuda_graphs))
+    try:
+        table = profile_encoder(graphed, images, CHOICES, repeats=1, warmup=0)
+    finally:
+        handle.remove()
+    assert seen and not any(seen) and graphed.cuda_graphs
+    assert all(ms > 0 for stage in table.blocks_ms for block in stage for ms in block)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_cuda_graph_table_is_calibrated_against_replay(tmp_path):
+    torch.manual_seed(0)
+    encoder = SparseViT(**SMALL, cuda_graphs=True).eval().cuda()
+    x = torch.randn(2, 3, 56, 56, device='cuda')
+    table = load_or_profile(tmp_path / 't.json', encoder, x, CHOICES, repeats=2, warmup=1)
+    assert table.key['cuda_graphs'] is True and encoder.cuda_graphs
+    calibrated = latency_table.ensure_calibrated(
+        tmp_path / 't.json', table, lambda configs, repeats: measure_interleaved(encoder, x, configs, repeats),
+        repeats=3)
+    # the dense prediction is the replayed dense encoder's measurement
+    assert calibrated.predict(calibrated.uniform(0.0)) == pytest.approx(calibrated.calibration.measured_ms[0])

@@ -49,13 +49,16 @@ COCO_ADAPT = ROOT / 'configs/coco/mask-rcnn_sparsevit-t_fpn_synth-coco_adapt.py'
 COCO_WIDTH, COCO_HEADS = 96, (3, 6, 12, 24)  # Swin-T
 TOKEN_BASE = ROOT / 'configs/_base_/models/dynamic_token_swin.py'
 
-# measured on 2 shared AMD EPYC cores (docs/benchmarks.md, "Issue 19: ablations"); `make demo` stages for nuscenes
+# measured on 2 AMD EPYC cores (docs/benchmarks.md, "Issue 19: ablations"), on top of the shared coco stages (dense
+# about 38 min and adaptation about 7.5 min on cores shared with another training, less when idle); `make demo` stages
+# for nuscenes
 BUDGETS = {
-    'window-vs-token': 'coco: dense + adapt stages, token fine-tuning (300 iterations), 10 evaluations and timing',
-    'resolution': 'coco: dense + adapt stages, 2 low-resolution evaluations (no fine-tuning by default)',
-    'width': 'coco: dense + adapt stages, 2 more dense trainings (1000 iterations each, narrower)',
-    'uniform': 'coco: dense + adapt stages, one search per budget (12 + 12 evaluations each)',
-    'search': 'coco: dense + adapt stages, 3 seeds x (32 evolution + 32 random) evaluations',
+    'window-vs-token': 'coco: the token fine-tune (300 iterations, 8.6 min at 2 threads), 5 evaluations and the '
+                       'timing, about 16 min in all',
+    'resolution': 'coco: 2 low-resolution evaluations and the timing, about 1 min (no fine-tuning by default)',
+    'width': 'coco: 2 more dense trainings (1000 iterations each, narrower) and their evaluations',
+    'uniform': 'coco: one search per budget (12 + 12 evaluations each), about 6 min for three budgets',
+    'search': 'coco: 3 seeds x (evolution, population 8 x 4 generations, and as many random draws), about 14 min',
 }
 
 

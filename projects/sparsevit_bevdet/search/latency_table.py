@@ -32,9 +32,14 @@ table's JSON with what it was measured on (the table's key, the uniform ratios, 
 the hash of the profile it corrects: a calibration of another profile is refused
 (:class:`CalibrationMismatchError`); :func:`load_or_profile` drops it with a log line and
 :func:`ensure_calibrated` measures a new one.
+
+CUDA graphs. An encoder with ``cuda_graphs=True`` on CUDA is profiled eagerly (a replayed graph skips the
+per-block hooks) and calibrated by replaying it, so the calibrated table predicts replay latency; such a
+table's key says ``cuda_graphs`` and is not mixed up with an eager one.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -42,7 +47,7 @@ import platform
 import random
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
@@ -194,11 +199,32 @@ def table_key(encoder: nn.Module, images: torch.Tensor, ratio_choices: Sequence[
     """What a latency table depends on. The architecture is a hash of the parameter and buffer names and
     shapes (depths, widths, heads, window and patch size all show there)."""
     shapes = ';'.join(f'{name}:{tuple(t.shape)}' for name, t in encoder.state_dict().items())
-    return dict(device=_device_name(images.device), threads=torch.get_num_threads(),
-                input_shape=list(images.shape), dtype=str(images.dtype).replace('torch.', ''),
-                torch=torch.__version__, encoder=type(encoder).__name__,
-                architecture=hashlib.sha256(shapes.encode()).hexdigest()[:16],
-                ratio_choices=[float(r) for r in ratio_choices])
+    key = dict(device=_device_name(images.device), threads=torch.get_num_threads(),
+               input_shape=list(images.shape), dtype=str(images.dtype).replace('torch.', ''),
+               torch=torch.__version__, encoder=type(encoder).__name__,
+               architecture=hashlib.sha256(shapes.encode()).hexdigest()[:16],
+               ratio_choices=[float(r) for r in ratio_choices])
+    if _replays_graphs(encoder, images):  # calibrated against graph replay: another table than eager's
+        key['cuda_graphs'] = True
+    return key
+
+
+def _replays_graphs(encoder: nn.Module, images: torch.Tensor) -> bool:
+    """Whether ``encoder(images)`` in inference replays CUDA graphs (``SparseViT(cuda_graphs=True)`` on CUDA)."""
+    return bool(getattr(encoder, 'cuda_graphs', False)) and images.is_cuda
+
+
+@contextlib.contextmanager
+def _eager(encoder: nn.Module) -> Iterator[None]:
+    """Run ``encoder`` eagerly inside (a replayed graph would skip the per-block timing hooks)."""
+    saved = getattr(encoder, 'cuda_graphs', None)
+    if saved:
+        encoder.cuda_graphs = False
+    try:
+        yield
+    finally:
+        if saved:
+            encoder.cuda_graphs = saved
 
 
 def _sync(device: torch.device) -> None:
@@ -244,7 +270,9 @@ def profile_encoder(encoder: nn.Module, images: torch.Tensor, ratio_choices: Seq
     saved = encoder.pruning_ratios
     rng = random.Random(seed)
     try:
-        with torch.inference_mode():
+        # per-block shares from eager forwards; with CUDA graphs the calibration (ensure_calibrated) scales them
+        # to what replay measures
+        with torch.inference_mode(), _eager(encoder):
             for round_idx in range(warmup + repeats):
                 order = choices[:]
                 rng.shuffle(order)  # interleaved: slow drift of the machine hits every ratio alike

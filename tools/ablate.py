@@ -56,7 +56,8 @@ BUDGETS = {
     'window-vs-token': 'coco: the token fine-tune (300 iterations, 8.6 min at 2 threads), 5 evaluations and the '
                        'timing, about 16 min in all',
     'resolution': 'coco: 2 low-resolution evaluations and the timing, about 1 min (no fine-tuning by default)',
-    'width': 'coco: 2 more dense trainings (1000 iterations each, narrower) and their evaluations',
+    'width': 'coco: 2 more dense trainings (1000 iterations each, narrower: 0.4 x took 18 min at 1 thread beside '
+             'another job), their evaluations and the timing, about 25 min',
     'uniform': 'coco: one search per budget (12 + 12 evaluations each), about 6 min for three budgets',
     'search': 'coco: 3 seeds x (evolution, population 8 x 4 generations, and as many random draws), about 14 min',
 }

@@ -65,7 +65,7 @@ def test_help_lists_the_five_ablations() -> None:
     (['search', '--seeds', '0'], '--seeds must be >= 1'),
     (['search', '--parents', '9', '--population', '4'], '--parents (9) must not exceed --population (4)'),
     (['uniform', '--demo-work-dir', 'x'], '--demo-work-dir is for --task nuscenes'),
-    (['uniform', '--budgets', '1.2'], '--budgets must be in (0, 1]'),
+    (['uniform', '--budgets', '4.5'], '--budgets must be in (0, 4.0]'),
     (['resolution', '--finetune-iters', '-1'], '--finetune-iters must be >= 0'),
     (['bogus'], 'invalid choice'),
 ])
@@ -144,13 +144,13 @@ def test_width_quick(ablate, coco_dir: Path) -> None:
 def test_uniform_quick(ablate, coco_dir: Path) -> None:
     # a budget no configuration fits is skipped with a note; the feasible one still makes the comparison
     result = run(ablate, 'uniform', coco_dir, '--ratios', '0.4', '0.8', '--population', '2', '--parents', '1',
-                 '--generations', '1', '--budgets', '0.05', '1.0')
+                 '--generations', '1', '--budgets', '0.05', '2.0')
     searched = [r for r in result['rows'] if r['method'] == 'searched (evolution)']
-    assert len(searched) == 1 and searched[0]['budget'] == 1.0 and isinstance(searched[0]['meets_budget'], bool)
+    assert len(searched) == 1 and searched[0]['budget'] == 2.0 and isinstance(searched[0]['meets_budget'], bool)
     assert any(note.startswith('Budget 0.05 x dense: no configuration') for note in result['notes'])
     assert [len(s) for s in searched[0]['pruning_ratios']] == [2, 2, 6, 2]
     check_latency_rows(result, ('coco/bbox_mAP',))
-    assert (coco_dir / 'uniform' / 'search-1.0' / 'best.json').is_file()
+    assert (coco_dir / 'uniform' / 'search-2.0' / 'best.json').is_file()
     assert len(result['matched']) == 1
 
 

@@ -757,11 +757,11 @@ def ablate_uniform(task: Task, ev: Evaluator, args: argparse.Namespace) -> Outco
     ratios = [0.0, *args.ratios]
     adapt = task.model('adapt')
     out_dir = args.work_dir / 'uniform'
+    from projects.sparsevit_bevdet.search.runner import BudgetInfeasibleError
+
     searches = Searches(task, ev, out_dir)
     extra = {}
     picks = {}
-    from projects.sparsevit_bevdet.search.runner import BudgetInfeasibleError
-
     infeasible = []
     for budget in args.budgets:
         options = search_options(task, args, out_dir / f'search-{budget}', out_dir / 'latency_table.json', budget)

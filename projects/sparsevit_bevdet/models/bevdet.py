@@ -31,9 +31,9 @@ from .auxiliary_losses import add_backbone_losses
 from .perspective_aux import (
     HEADING_BINS,
     PerspectiveObjectnessHead,
+    class_targets,
     covering_box_index,
     perspective_attribute_targets,
-    perspective_targets,
     sigmoid_focal_loss,
 )
 from .view_transformer import pad_to_4x4
@@ -373,14 +373,10 @@ class BEVDet(Base3DDetector):
             weights = pixel_weights.to(per_pixel)[valid]
             return (per_pixel * weights).sum() / weights.sum()
 
-    def object_pixel_weights(self, depth: Tensor, mats: Dict[str, Tensor],
-                             batch_gt_instances_3d: Sequence[Any]) -> Tensor:
-        """``(B, N, fH, fW)`` depth-loss weights: ``1 + depth_object_weight`` where a ground-truth box covers the
-        feature pixel (:func:`~.perspective_aux.perspective_targets`, any class), 1 elsewhere."""
-        covered = perspective_targets([gt.bboxes_3d.corners for gt in batch_gt_instances_3d],
-                                      [torch.zeros_like(gt.labels_3d) for gt in batch_gt_instances_3d], mats, 1,
-                                      depth.shape[-2:], self.img_view_transformer.downsample)[:, :, 0]
-        return 1.0 + self.depth_object_weight * covered
+    def object_pixel_weights(self, box_index: Tensor) -> Tensor:
+        """``(B, N, fH, fW)`` depth-loss weights from :func:`~.perspective_aux.covering_box_index`:
+        ``1 + depth_object_weight`` where a ground-truth box covers the feature pixel, 1 elsewhere."""
+        return 1.0 + self.depth_object_weight * (box_index >= 0).float()
 
     # -- mmengine entry points ----------------------------------------------------------------
     def loss(self, batch_inputs_dict: Dict[str, Any], batch_data_samples: List[Det3DDataSample],
@@ -394,31 +390,35 @@ class BEVDet(Base3DDetector):
         outs = self.pts_bbox_head(feats)
         batch_gt_instances_3d = [sample.gt_instances_3d for sample in batch_data_samples]
         losses = self.pts_bbox_head.loss_by_feat(outs, batch_gt_instances_3d)
+        object_weights = self.depth_loss_weight > 0 and self.depth_object_weight > 0
+        box_index = None
+        if object_weights or self.perspective_head is not None:
+            # which box covers each image-feature pixel (depth and image features share the feature grid): one
+            # projection of the boxes into every camera serves the depth weights and the perspective targets
+            box_index = covering_box_index([gt.bboxes_3d.corners for gt in batch_gt_instances_3d], mats,
+                                           img_feats.shape[-2:], self.img_view_transformer.downsample)
         if self.depth_loss_weight > 0:
-            weights = (self.object_pixel_weights(depth, mats, batch_gt_instances_3d)
-                       if self.depth_object_weight > 0 else None)
+            weights = self.object_pixel_weights(box_index) if object_weights else None
             losses['loss_depth'] = self.depth_loss_weight * self.depth_loss(depth, batch_data_samples, weights)
         if self.perspective_head is not None:
             losses['loss_perspective'] = self.perspective_loss_weight * self.perspective_loss(
-                img_feats, mats, batch_gt_instances_3d)
+                img_feats, mats, batch_gt_instances_3d, box_index)
         return add_backbone_losses(losses, self.img_backbone)
 
-    def perspective_loss(self, img_feats: Tensor, mats: Dict[str, Tensor],
-                         batch_gt_instances_3d: Sequence[Any]) -> Tensor:
-        """Focal loss of the perspective head on ``img_feats (B, N, C, fH, fW)`` against
-        :func:`~.perspective_aux.perspective_targets` of the ground-truth boxes."""
+    def perspective_loss(self, img_feats: Tensor, mats: Dict[str, Tensor], batch_gt_instances_3d: Sequence[Any],
+                         box_index: Tensor) -> Tensor:
+        """Focal loss of the perspective head on ``img_feats (B, N, C, fH, fW)`` against the class targets of the
+        ground-truth boxes (``box_index``: their :func:`~.perspective_aux.covering_box_index`), plus the attribute
+        losses when ``perspective_attribute_weight`` > 0."""
         b, n, c, fh, fw = img_feats.shape
         logits = self.perspective_head(img_feats.reshape(b * n, c, fh, fw))
         num_classes = self.perspective_head.num_classes
-        index = covering_box_index([gt.bboxes_3d.corners for gt in batch_gt_instances_3d], mats, (fh, fw),
-                                   self.img_view_transformer.downsample)
-        targets = perspective_targets(None, [gt.labels_3d for gt in batch_gt_instances_3d], mats, num_classes,
-                                      (fh, fw), self.img_view_transformer.downsample, index=index)
+        targets = class_targets(box_index, [gt.labels_3d for gt in batch_gt_instances_3d], num_classes)
         loss = sigmoid_focal_loss(logits[:, :num_classes], targets.reshape(b * n, -1, fh, fw))
         if self.perspective_attribute_weight == 0:
             return loss
         heading, moving = perspective_attribute_targets([gt.bboxes_3d.tensor for gt in batch_gt_instances_3d],
-                                                        index, mats)
+                                                        box_index, mats)
         attributes = logits[:, num_classes:].float().permute(0, 2, 3, 1).reshape(-1, HEADING_BINS + 1)
         heading, moving = heading.flatten(), moving.flatten()
         terms = []

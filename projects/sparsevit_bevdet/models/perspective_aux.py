@@ -25,12 +25,12 @@ too, so the target is what the pixels show.
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ['HEADING_BINS', 'MOVING_SPEED', 'PerspectiveObjectnessHead', 'covering_box_index',
+__all__ = ['HEADING_BINS', 'MOVING_SPEED', 'PerspectiveObjectnessHead', 'class_targets', 'covering_box_index',
            'perspective_attribute_targets', 'perspective_targets', 'sigmoid_focal_loss']
 
 NEAR_PLANE = 0.1  # metres: corners closer to (or behind) the image plane are not projected
@@ -131,22 +131,9 @@ def covering_box_index(corners: Sequence[Tensor], mats: Dict[str, Tensor], featu
     return out
 
 
-def perspective_targets(corners: Sequence[Tensor], labels: Sequence[Tensor], mats: Dict[str, Tensor],
-                        num_classes: int, feature_size: Sequence[int], stride: int,
-                        index: Optional[Tensor] = None) -> Tensor:
-    """Per-camera class targets of the feature pixels (see the module docstring).
-
-    Args:
-        corners, mats, feature_size, stride: see :func:`covering_box_index`.
-        labels: per sample ``(M,)`` class indices.
-        num_classes: ``K``.
-        index: :func:`covering_box_index` of the same boxes, if already computed.
-
-    Returns:
-        ``(B, N, K, fH, fW)`` float targets in {0, 1}.
-    """
-    if index is None:
-        index = covering_box_index(corners, mats, feature_size, stride)
+def class_targets(index: Tensor, labels: Sequence[Tensor], num_classes: int) -> Tensor:
+    """``(B, N, fH, fW)`` :func:`covering_box_index` and per-sample ``(M,)`` class indices -> ``(B, N, K, fH, fW)``
+    float class targets in {0, 1}."""
     b, n, fh, fw = index.shape
     out = torch.zeros(b, n, num_classes, fh, fw, device=index.device)
     for i in range(b):
@@ -156,6 +143,21 @@ def perspective_targets(corners: Sequence[Tensor], labels: Sequence[Tensor], mat
             cams, rows, cols = torch.nonzero(covered, as_tuple=True)
             out[i, cams, cls, rows, cols] = 1.0
     return out
+
+
+def perspective_targets(corners: Sequence[Tensor], labels: Sequence[Tensor], mats: Dict[str, Tensor],
+                        num_classes: int, feature_size: Sequence[int], stride: int) -> Tensor:
+    """Per-camera class targets of the feature pixels (see the module docstring).
+
+    Args:
+        corners, mats, feature_size, stride: see :func:`covering_box_index`.
+        labels: per sample ``(M,)`` class indices.
+        num_classes: ``K``.
+
+    Returns:
+        ``(B, N, K, fH, fW)`` float targets in {0, 1}.
+    """
+    return class_targets(covering_box_index(corners, mats, feature_size, stride), labels, num_classes)
 
 
 def perspective_attribute_targets(boxes: Sequence[Tensor], index: Tensor,
